@@ -1,0 +1,157 @@
+"""`zhijian train`: labeled transcripts -> a model folder, with the Hugging Face Trainer.
+
+The same code runs on CPU, one GPU, or several through ``accelerate launch`` (Trainer handles the
+distribution). Validation macro-F1 picks the best checkpoint and stops training early; per-label
+thresholds are then tuned on validation and saved with the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from training.data import Collator, TurnDataset, split_dialogues
+from training.metrics import label_metrics, tone_metrics, tune_thresholds
+from zhijian.config import ZhijianConfig
+from zhijian.featurize import Featurizer
+from zhijian.model import build_model, save_model_folder
+from zhijian.taxonomy import LABEL_IDS
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "checkpoint-complete"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class MarkCompleteCheckpoints(TrainerCallback):
+    """Trainer writes a checkpoint file by file; the marker, written last, says it is whole.
+
+    `--resume` only trusts checkpoints with the marker, so a crash mid-save never corrupts a resume.
+    """
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if folder.is_dir():
+                (folder / COMPLETE_MARKER).write_text(str(state.global_step))
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest whole checkpoint; incomplete ones (a crash mid-save) are removed."""
+    if not folder.is_dir():
+        return None
+    checkpoints = sorted(
+        (int(m.group(1)), path) for path in folder.iterdir() if (m := _CHECKPOINT.match(path.name))
+    )
+    for step, path in reversed(checkpoints):
+        if (path / COMPLETE_MARKER).is_file():
+            return path
+        log.warning("Removing incomplete checkpoint %s (no %s)", path, COMPLETE_MARKER)
+        shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def _split_predictions(prediction):
+    logits, tone = prediction.predictions
+    labels, gold_tone = prediction.label_ids
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    return probs, tone, labels, gold_tone
+
+
+def compute_metrics(prediction) -> dict:
+    probs, tone, labels, gold_tone = _split_predictions(prediction)
+    metrics = label_metrics(labels, probs >= 0.5)
+    tone_result = tone_metrics(gold_tone, tone)
+    return {"macro_f1": metrics["macro_f1"], "micro_f1": metrics["micro_f1"], "tone_mae": tone_result["mae"] or 0.0}
+
+
+def train(config: ZhijianConfig, resume: bool = False) -> Path:
+    """Train from a resolved config; returns the model folder (``<output_dir>/model``)."""
+    section = config.training
+    set_seed(section.seed)
+    output_dir = Path(section.output_dir)
+    checkpoints = output_dir / "checkpoints"
+
+    model, tokenizer, source = build_model(config.model)
+    log.info("Encoder: %s", source)
+    featurizer = Featurizer(tokenizer, config.features)
+    train_dialogues, valid_dialogues = split_dialogues(
+        config.data.train, config.data.valid, config.data.valid_fraction, section.seed
+    )
+    train_set = TurnDataset(train_dialogues, featurizer)
+    valid_set = TurnDataset(valid_dialogues, featurizer)
+    if not len(train_set) or not len(valid_set):
+        raise ValueError("no labeled agent turns in the training or validation data (agent turns need `labels`)")
+    log.info("Training on %d agent turns, validating on %d", len(train_set), len(valid_set))
+    model.set_pos_weight(train_set.pos_weight(section.pos_weight_max))
+    model.config.tone_loss_weight = section.tone_loss_weight
+
+    early_stopping = section.early_stopping_patience > 0
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=section.epochs,
+        max_steps=section.max_steps,
+        per_device_train_batch_size=section.batch_size,
+        per_device_eval_batch_size=section.eval_batch_size,
+        gradient_accumulation_steps=section.gradient_accumulation_steps,
+        learning_rate=section.learning_rate,
+        weight_decay=section.weight_decay,
+        warmup_steps=section.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        seed=section.seed,
+        eval_strategy=section.eval_strategy,
+        save_strategy=section.eval_strategy,
+        eval_steps=section.eval_steps,
+        save_steps=section.eval_steps,
+        save_total_limit=section.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        label_names=["labels", "tone"],
+        logging_steps=section.logging_steps,
+        bf16=section.bf16,
+        report_to=[],
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=valid_set,
+        data_collator=Collator(tokenizer.pad_token_id),
+        compute_metrics=compute_metrics,
+        processing_class=tokenizer,
+        callbacks=[MarkCompleteCheckpoints()]
+        + ([EarlyStoppingCallback(section.early_stopping_patience)] if early_stopping else []),
+    )
+    resume_from = last_complete_checkpoint(checkpoints) if resume else None
+    if resume and resume_from is None:
+        log.warning("--resume: no complete checkpoint in %s, starting from the beginning", checkpoints)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    # Thresholds and the final figures come from the best model on the validation split.
+    probs, tone, labels, gold_tone = _split_predictions(trainer.predict(valid_set))
+    resolved = config.model_copy(deep=True)
+    if config.thresholds.tune_on_validation:
+        resolved.thresholds.per_label = tune_thresholds(labels, probs, config.thresholds.default)
+    tuned = np.array([resolved.thresholds.for_label(label) for label in LABEL_IDS])
+    model_dir = output_dir / "model"
+    if trainer.is_world_process_zero():
+        save_model_folder(trainer.model, tokenizer, resolved, model_dir)
+        summary = {
+            "encoder": source,
+            "train_turns": len(train_set),
+            "valid_turns": len(valid_set),
+            "valid_at_0.5": label_metrics(labels, probs >= 0.5),
+            "valid_at_tuned": label_metrics(labels, probs >= tuned),
+            "valid_tone": tone_metrics(gold_tone, tone),
+            "thresholds": resolved.thresholds.per_label,
+        }
+        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    return model_dir

@@ -1,0 +1,198 @@
+"""The `zhijian` command: train, evaluate, score, serve."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from zhijian.config import ConfigError, load_config
+from zhijian.taxonomy import LABEL_BY_ID, TONE_NAMES, ROLE_ZH, unit_to_tone
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Zhijian 质检: quality inspection of customer-service chats.")
+console = Console()
+errors = Console(stderr=True)
+
+DEFAULT_MODEL = Path("runs/quickstart/model")
+ModelOption = Annotated[Path, typer.Option("--model", "-m", help="A trained model folder.")]
+
+
+def _setup_logging() -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=errors, show_path=False)])
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _load_scorer(model: Path, device: str | None = None):
+    from zhijian.model import ModelFolderError
+    from zhijian.scorer import Scorer
+
+    try:
+        return Scorer.load(model, device)
+    except ModelFolderError as error:
+        _fail(str(error))
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config in configs/.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: section.key=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last complete checkpoint.")] = False,
+) -> None:
+    """Train a model from a config; the model folder lands in <training.output_dir>/model."""
+    from training.train import train as run_training
+    from zhijian.model import HubUnreachable
+    from zhijian.transcripts import TranscriptError
+
+    _setup_logging()
+    try:
+        resolved = load_config(config, set_ or [])
+        model_dir = run_training(resolved, resume=resume)
+    except (ConfigError, TranscriptError, HubUnreachable, ValueError) as error:
+        _fail(str(error))
+    console.print(f"Model saved to [bold]{model_dir}[/]")
+
+
+@app.command()
+def evaluate(
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="Labeled transcripts (repeatable).")],
+    model: ModelOption = DEFAULT_MODEL,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Per-label precision, recall, F1 and support, micro/macro F1, tone MAE and Spearman."""
+    from training.evaluate import evaluate as run_evaluation
+    from zhijian.transcripts import TranscriptError
+
+    scorer = _load_scorer(model)
+    try:
+        result = run_evaluation(scorer, data)
+    except (TranscriptError, ValueError) as error:
+        _fail(str(error))
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{model} on {', '.join(map(str, data))} ({result['turns']} agent turns)")
+    for column in ("label", "中文", "precision", "recall", "F1", "support", "threshold"):
+        table.add_column(column, justify="left" if column in ("label", "中文") else "right")
+    for label, row in result["labels"].items():
+        table.add_row(label, LABEL_BY_ID[label].zh, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
+                      f"{row['f1']:.3f}", str(row["support"]), f"{row['threshold']:.2f}")
+    console.print(table)
+    tone = result["tone"]
+    console.print(f"macro F1 {result['macro_f1']:.3f}   micro F1 {result['micro_f1']:.3f}")
+    if tone["mae"] is not None:
+        console.print(f"tone MAE {tone['mae']:.2f} points (1–5)   Spearman {tone['spearman'] or float('nan'):.3f}")
+
+
+def _print_readable(result: dict) -> None:
+    console.print(f"[bold]{result['id']}[/]")
+    for turn in result["turns"]:
+        speaker = ROLE_ZH[turn["role"]]
+        console.print(f"  [{turn['index']}] {speaker}: {turn['text']}", highlight=False)
+        if turn["role"] != "agent":
+            continue
+        tone = unit_to_tone(turn["tone"])
+        console.print(f"      tone {tone:.1f}/5 ({TONE_NAMES[round(tone)]})", style="dim")
+        for hit in turn["labels"]:
+            label = LABEL_BY_ID[hit["label"]]
+            console.print(f"      [red]✗ {label.id}[/] {label.zh} ({label.severity.value}) p={hit['prob']:.2f}", highlight=False)
+
+
+@app.command()
+def score(
+    file: Annotated[Path, typer.Argument(help="Transcripts: .jsonl, .json or a 客服:/买家: .txt file.")],
+    model: ModelOption = DEFAULT_MODEL,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per dialogue, one per line.")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write JSON Lines here, streaming, with a progress bar.")] = None,
+    chunk: Annotated[int, typer.Option(help="Dialogues scored per step when streaming.")] = 64,
+) -> None:
+    """Labels over threshold, with probabilities, and the tone of every agent turn."""
+    from zhijian.transcripts import ReadProblem, TranscriptError, iter_transcripts
+
+    if not file.is_file():
+        _fail(f"{file}: no such file")
+    scorer = _load_scorer(model)
+    problems: list[ReadProblem] = []
+    try:
+        if output is None:
+            results = scorer.score(list(iter_transcripts(file)))
+            for result in results:
+                print(json.dumps(result, ensure_ascii=False)) if as_json else _print_readable(result)
+            return
+        _stream(scorer, file, output, chunk, problems)
+    except TranscriptError as error:
+        _fail(str(error))
+    if problems:
+        for problem in problems[:20]:
+            errors.print(f"skipped {problem.error}", highlight=False)
+        _fail(f"{len(problems)} dialogue(s) could not be read and were skipped; the rest are in {output}", code=1)
+
+
+def _stream(scorer, file: Path, output: Path, chunk: int, problems) -> None:
+    from tqdm import tqdm
+
+    from zhijian.transcripts import iter_transcripts
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", encoding="utf-8") as sink, tqdm(unit=" dialogues", file=sys.stderr) as bar:
+        pending = []
+        for dialogue in iter_transcripts(file, on_error=problems):
+            pending.append(dialogue)
+            if len(pending) == chunk:
+                _write(scorer.score(pending), sink, bar)
+                pending = []
+        if pending:
+            _write(scorer.score(pending), sink, bar)
+
+
+def _write(results: list[dict], sink, bar) -> None:
+    for result in results:
+        sink.write(json.dumps(result, ensure_ascii=False) + "\n")
+    sink.flush()
+    bar.update(len(results))
+
+
+@app.command()
+def serve(
+    model: ModelOption = DEFAULT_MODEL,
+    host: Annotated[Optional[str], typer.Option(help="Default: the model's serving.host (127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Default: the model's serving.port.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda. Default: the model's serving.device.")] = None,
+) -> None:
+    """Serve POST /v1/score and GET /healthz over HTTP."""
+    import uvicorn
+
+    from serving.app import create_app
+    from zhijian.model import ModelFolderError
+
+    try:
+        config = load_config(model)
+    except ConfigError as error:
+        _fail(f"{error} (is {model} a model folder made by `zhijian train`?)")
+    try:
+        app_ = create_app(model, device)
+        uvicorn.run(app_, host=host or config.serving.host, port=port or config.serving.port)
+    except ModelFolderError as error:
+        _fail(str(error))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

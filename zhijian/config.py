@@ -1,0 +1,194 @@
+"""The one config schema shared by training and serving.
+
+A config is YAML in ``configs/``; every section has defaults, unknown keys are errors that name
+the key. The resolved config (defaults filled in, thresholds tuned) is saved as ``zhijian.yaml``
+inside every trained model folder, and serving reads it from there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from zhijian.taxonomy import LABEL_IDS
+
+CONFIG_FILE = "zhijian.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file and the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ScratchSize(Section):
+    """Size of the from-scratch BERT used when no pretrained encoder is available."""
+
+    hidden_size: int = Field(256, ge=16)
+    num_hidden_layers: int = Field(4, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    intermediate_size: int = Field(1024, ge=16)
+    max_position_embeddings: int = Field(512, ge=32)
+
+
+class ModelSection(Section):
+    base: str = Field(
+        "bert-base-chinese",
+        description="A Hugging Face hub id, a local folder with a BERT checkpoint, or 'scratch'.",
+    )
+    fallback: Literal["none", "scratch"] = Field(
+        "none", description="What to do when `base` is a hub id and the hub is unreachable."
+    )
+    random_init: bool = Field(
+        False, description="Use the architecture and tokenizer of `base` but random weights."
+    )
+    scratch: ScratchSize = ScratchSize()
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class FeaturesSection(Section):
+    context_turns: int = Field(3, ge=0, description="Preceding turns read with each agent turn.")
+    max_length: int = Field(128, ge=16, le=512, description="Tokens per input, special tokens included.")
+    truncation_side: Literal["left", "right"] = Field(
+        "left",
+        description="Which end of the context is cut when the input is too long; 'left' drops the "
+        "oldest words. The target turn is never cut unless it alone exceeds max_length.",
+    )
+
+
+class DataSection(Section):
+    train: list[Path] = Field(default_factory=list, description="Labeled transcripts to train on.")
+    valid: list[Path] = Field(default_factory=list, description="Labeled validation transcripts.")
+    valid_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Share of training dialogues held out when `valid` is empty."
+    )
+
+
+class TrainingSection(Section):
+    output_dir: Path = Path("runs/model")
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(5e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    seed: int = 0
+    eval_strategy: Literal["epoch", "steps"] = "epoch"
+    eval_steps: int = Field(500, ge=1, description="Evaluate every N steps when eval_strategy is 'steps'.")
+    early_stopping_patience: int = Field(2, ge=0, description="Evaluations without a better macro-F1 (0: off).")
+    pos_weight_max: float = Field(
+        10.0, ge=1.0, description="Per-label BCE positive weight is negatives/positives, capped here."
+    )
+    tone_loss_weight: float = Field(1.0, ge=0)
+    bf16: bool = Field(False, description="bf16 autocast (fast on recent CPUs and GPUs).")
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(50, ge=1)
+
+
+class ThresholdsSection(Section):
+    default: float = Field(0.5, gt=0, lt=1)
+    per_label: dict[str, float] = Field(default_factory=dict)
+    tune_on_validation: bool = Field(True, description="After training, set per_label to max-F1 thresholds.")
+
+    @field_validator("per_label")
+    @classmethod
+    def _known_labels(cls, value: dict[str, float]) -> dict[str, float]:
+        for label, threshold in value.items():
+            if label not in LABEL_IDS:
+                raise ValueError(f"unknown label {label!r}; labels are: {', '.join(LABEL_IDS)}")
+            if not 0 < threshold < 1:
+                raise ValueError(f"threshold for {label!r} must be between 0 and 1, got {threshold}")
+        return value
+
+    def for_label(self, label: str) -> float:
+        return self.per_label.get(label, self.default)
+
+
+class ServingSection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(32, ge=1, description="Agent turns per forward pass.")
+
+
+class ZhijianConfig(Section):
+    model: ModelSection = ModelSection()
+    features: FeaturesSection = FeaturesSection()
+    data: DataSection = DataSection()
+    training: TrainingSection = TrainingSection()
+    thresholds: ThresholdsSection = ThresholdsSection()
+    serving: ServingSection = ServingSection()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
+
+    def save(self, folder: Path) -> Path:
+        path = Path(folder) / CONFIG_FILE
+        path.write_text(self.to_yaml(), encoding="utf-8")
+        return path
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"{key}: {message}")
+    return "; ".join(lines)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["training.epochs=1", "model.base=scratch"]`` -> a nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return nested
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ZhijianConfig:
+    """Read a YAML config (or start from defaults), apply ``key=value`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if path.is_dir():
+            path = path / CONFIG_FILE
+            source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"{source}: no such config file")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{source}: not valid YAML: {error}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    raw = _merge(raw, parse_overrides(overrides or []))
+    try:
+        return ZhijianConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {_describe(error)}") from None

@@ -1,0 +1,99 @@
+"""Featurization: how an agent turn and its preceding context become model input.
+
+The one place training and serving turn text into token ids, so the two cannot drift apart.
+Each agent turn is encoded as the pair ``[CLS] context [SEP] target [SEP]``: segment 0 holds the
+preceding turns, each prefixed with its role (买家:/客服:), and segment 1 the agent turn being
+judged. The customer's question matters: "不能" answers a refund request differently from a size
+question. When the input is too long the context is cut, never the target; only a target that
+alone exceeds ``max_length`` is cut, from its end.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from zhijian.config import FeaturesSection
+from zhijian.taxonomy import AGENT, ROLE_ZH
+from zhijian.transcripts import Transcript
+
+
+def normalize(text: str) -> str:
+    """NFKC folds full-width letters, digits and punctuation (ＯＫ，１２ -> OK,12) before tokenizing."""
+    return unicodedata.normalize("NFKC", text)
+
+
+@dataclass(frozen=True)
+class AgentTurnFeatures:
+    dialogue: int  # position of the dialogue in the input list
+    turn: int  # index of the agent turn within its dialogue
+    input_ids: list[int]
+    token_type_ids: list[int]
+
+    def as_model_input(self) -> dict[str, list[int]]:
+        return {
+            "input_ids": self.input_ids,
+            "token_type_ids": self.token_type_ids,
+            "attention_mask": [1] * len(self.input_ids),
+        }
+
+
+class Featurizer:
+    def __init__(self, tokenizer, config: FeaturesSection):
+        self.tokenizer = tokenizer
+        self.config = config
+        self.cls_id = tokenizer.cls_token_id
+        self.sep_id = tokenizer.sep_token_id
+        self.role_prefix = {
+            role: self._tokenize([f"{name}:"])[0] for role, name in ROLE_ZH.items()
+        }
+
+    def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        if not texts:
+            return []
+        return self.tokenizer([normalize(t) for t in texts], add_special_tokens=False)["input_ids"]
+
+    def encode_pair(self, context: list[list[int]], target: list[int]) -> tuple[list[int], list[int]]:
+        """Token ids and segment ids for one target turn and its (already tokenized) context turns."""
+        budget = self.config.max_length - 3  # [CLS] context [SEP] target [SEP]
+        target = target[:budget]
+        room = budget - len(target)
+        context_ids = [token for turn in context for token in turn]
+        if len(context_ids) > room:
+            if self.config.truncation_side == "left":
+                context_ids = context_ids[len(context_ids) - room :] if room else []
+            else:
+                context_ids = context_ids[:room]
+        first = [self.cls_id, *context_ids, self.sep_id]
+        second = [*target, self.sep_id]
+        return first + second, [0] * len(first) + [1] * len(second)
+
+    def encode(self, dialogues: Sequence[Transcript]) -> list[AgentTurnFeatures]:
+        """Features for every agent turn of every dialogue, in order."""
+        texts = [turn.text for dialogue in dialogues for turn in dialogue.turns]
+        token_ids = iter(self._tokenize(texts))
+        features = []
+        for d, dialogue in enumerate(dialogues):
+            turn_ids = [next(token_ids) for _ in dialogue.turns]
+            for t, turn in enumerate(dialogue.turns):
+                if turn.role != AGENT:
+                    continue
+                start = max(0, t - self.config.context_turns)
+                context = [
+                    self.role_prefix[dialogue.turns[c].role] + turn_ids[c] for c in range(start, t)
+                ]
+                input_ids, token_type_ids = self.encode_pair(context, turn_ids[t])
+                features.append(AgentTurnFeatures(d, t, input_ids, token_type_ids))
+        return features
+
+
+def pad_batch(rows: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, "torch.Tensor"]:
+    """Pad token rows to the longest in the batch (not to max_length: padding costs more than the kernel on CPU)."""
+    import torch
+
+    width = max(len(row["input_ids"]) for row in rows)
+    batch = {}
+    for key, fill in (("input_ids", pad_id), ("token_type_ids", 0), ("attention_mask", 0)):
+        batch[key] = torch.tensor([row[key] + [fill] * (width - len(row[key])) for row in rows], dtype=torch.long)
+    return batch

@@ -1,0 +1,196 @@
+"""The model: a BERT-family encoder with two heads, and where its weights come from.
+
+- 12 sigmoid outputs, one per taxonomy label (multi-label; BCE with per-label positive weights);
+- a tone regressor in [0, 1] (= (tone - 1) / 4).
+
+A trained model is a ``save_pretrained`` folder (safetensors, ``config.json``, the tokenizer) plus
+the resolved ``zhijian.yaml``; ``AutoModel.from_pretrained`` loads its encoder, and
+``ZhijianModel.from_pretrained`` all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, BertConfig, BertModel, BertPreTrainedModel, BertTokenizer
+from transformers.utils import ModelOutput
+
+from zhijian.config import CONFIG_FILE, ModelSection, ZhijianConfig, load_config
+from zhijian.taxonomy import LABEL_IDS
+from zhijian.vocab import write_scratch_vocab
+
+log = logging.getLogger(__name__)
+
+SCRATCH = "scratch"
+
+
+class HubUnreachable(RuntimeError):
+    pass
+
+
+@dataclass
+class ZhijianOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (batch, labels): one logit per taxonomy label
+    tone: torch.Tensor | None = None  # (batch,): tone in [0, 1]
+
+
+class ZhijianModel(BertPreTrainedModel):
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=True)
+        self.dropout = nn.Dropout(getattr(config, "classifier_dropout", None) or config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.tone_head = nn.Linear(config.hidden_size, 1)
+        pos_weight = getattr(config, "pos_weight", None) or [1.0] * config.num_labels
+        self.register_buffer("pos_weight", torch.tensor(pos_weight, dtype=torch.float), persistent=False)
+        self.post_init()
+
+    def set_pos_weight(self, pos_weight: list[float]) -> None:
+        self.config.pos_weight = [float(w) for w in pos_weight]
+        self.pos_weight = torch.tensor(self.config.pos_weight, device=self.classifier.weight.device)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        tone: torch.Tensor | None = None,
+        **kwargs,
+    ) -> ZhijianOutput:
+        pooled = self.bert(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).pooler_output
+        pooled = self.dropout(pooled)
+        logits = self.classifier(pooled)
+        tone_pred = torch.sigmoid(self.tone_head(pooled).squeeze(-1))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.binary_cross_entropy_with_logits(
+                logits.float(), labels.float(), pos_weight=self.pos_weight
+            )
+            if tone is not None:
+                known = tone >= 0  # -1 marks an agent turn without a gold tone
+                if known.any():
+                    tone_loss = nn.functional.mse_loss(tone_pred[known].float(), tone[known].float())
+                    loss = loss + getattr(self.config, "tone_loss_weight", 1.0) * tone_loss
+        return ZhijianOutput(loss=loss, logits=logits, tone=tone_pred)
+
+
+def _label_config() -> dict:
+    return {
+        "num_labels": len(LABEL_IDS),
+        "id2label": dict(enumerate(LABEL_IDS)),
+        "label2id": {label: i for i, label in enumerate(LABEL_IDS)},
+        "problem_type": "multi_label_classification",
+    }
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick check before a hub download, so an offline machine fails in seconds, not minutes."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def offline_options(base: str) -> str:
+    return (
+        f"Cannot download {base!r}: the Hugging Face hub is unreachable from this machine. "
+        "Two offline options: set `model.base` to a local folder holding a BERT checkpoint "
+        "(config.json, weights, vocab.txt), or set `model.base: scratch` to train a small BERT from "
+        "random init with a vocabulary this project builds itself "
+        "(or `model.fallback: scratch` to do that automatically when the hub is down)."
+    )
+
+
+def scratch_tokenizer() -> BertTokenizer:
+    with tempfile.TemporaryDirectory() as folder:
+        write_scratch_vocab(Path(folder))
+        return BertTokenizer.from_pretrained(folder, do_lower_case=True, tokenize_chinese_chars=True)
+
+
+def build_model(section: ModelSection) -> tuple[ZhijianModel, object, str]:
+    """A fresh model to train and its tokenizer, from the config's `model` section.
+
+    Returns (model, tokenizer, description of where the encoder came from).
+    """
+    base = section.base
+    extra = {**_label_config(), "hidden_dropout_prob": section.dropout}
+    if base != SCRATCH and not Path(base).exists() and not hub_reachable():
+        if section.fallback != SCRATCH:
+            raise HubUnreachable(offline_options(base))
+        log.warning("The hub is unreachable, so %r cannot be downloaded; falling back to `scratch`.", base)
+        base = SCRATCH
+    if base == SCRATCH:
+        tokenizer = scratch_tokenizer()
+        config = BertConfig(vocab_size=len(tokenizer), **section.scratch.model_dump(), **extra)
+        return ZhijianModel(config), tokenizer, "scratch (random init, project-built vocabulary)"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        if section.random_init:
+            config = BertConfig.from_pretrained(base, **extra)
+            return ZhijianModel(config), tokenizer, f"{base} architecture, random init"
+        model = ZhijianModel.from_pretrained(base, **extra)
+    except OSError as error:
+        if Path(base).exists():
+            raise OSError(
+                f"{base}: cannot load a BERT checkpoint from this folder ({error}). A folder with only "
+                "config and tokenizer can be used with `model.random_init: true`."
+            ) from None
+        raise HubUnreachable(f"{offline_options(base)} ({error})") from None
+    return model, tokenizer, f"{base} (pretrained)"
+
+
+def save_model_folder(model: ZhijianModel, tokenizer, config: ZhijianConfig, folder: Path) -> Path:
+    """Write the model folder atomically: a crash leaves the previous folder (or none), never half of one."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
+    vocab = getattr(tokenizer, "vocab", None)
+    if vocab and not (staging / "vocab.txt").exists():  # BERT's plain vocab.txt form, for any tool
+        ordered = sorted(vocab.items(), key=lambda item: item[1])
+        (staging / "vocab.txt").write_text("\n".join(token for token, _ in ordered) + "\n", encoding="utf-8")
+    config.save(staging)
+    if folder.exists():
+        retired = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(folder, retired)
+        os.replace(staging, folder)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, folder)
+    return folder
+
+
+class ModelFolderError(FileNotFoundError):
+    pass
+
+
+def load_model_folder(folder: str | Path, device: str = "cpu") -> tuple[ZhijianModel, object, ZhijianConfig]:
+    """A trained model folder -> (model in eval mode on `device`, tokenizer, resolved config)."""
+    folder = Path(folder)
+    missing = [name for name in ("config.json", CONFIG_FILE) if not (folder / name).is_file()]
+    if not folder.is_dir() or missing:
+        what = "no such folder" if not folder.is_dir() else f"missing {', '.join(missing)}"
+        raise ModelFolderError(f"{folder}: not a Zhijian model folder ({what}); train one with `zhijian train`")
+    config = load_config(folder / CONFIG_FILE)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = ZhijianModel.from_pretrained(folder).to(device).eval()
+    return model, tokenizer, config

@@ -1,0 +1,92 @@
+"""Scoring: a trained model folder applied to transcripts, shared by the CLI, the server and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from zhijian.config import ZhijianConfig
+from zhijian.featurize import AgentTurnFeatures, Featurizer, pad_batch
+from zhijian.model import load_model_folder
+from zhijian.taxonomy import AGENT, LABEL_IDS
+from zhijian.transcripts import Transcript
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available; use 'auto' or 'cpu'")
+    return device
+
+
+@dataclass
+class Predictions:
+    """Model outputs for every agent turn of a list of dialogues, in reading order."""
+
+    features: list[AgentTurnFeatures]
+    probs: np.ndarray  # (agent turns, labels)
+    tone: np.ndarray  # (agent turns,) in [0, 1]
+
+
+class Scorer:
+    def __init__(self, model, tokenizer, config: ZhijianConfig, device: str = "cpu"):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.device = device
+        self.featurizer = Featurizer(tokenizer, config.features)
+        self.thresholds = np.array([config.thresholds.for_label(label) for label in LABEL_IDS])
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | None = None) -> Scorer:
+        """Load a trained model folder; `device` defaults to the folder's `serving.device`."""
+        model, tokenizer, config = load_model_folder(folder)
+        device = resolve_device(device or config.serving.device)
+        return cls(model.to(device), tokenizer, config, device)
+
+    @torch.inference_mode()
+    def predict(self, dialogues: Sequence[Transcript], batch_size: int | None = None) -> Predictions:
+        features = self.featurizer.encode(dialogues)
+        count = len(features)
+        probs = np.zeros((count, len(LABEL_IDS)), dtype=np.float32)
+        tone = np.zeros(count, dtype=np.float32)
+        batch_size = batch_size or self.config.serving.batch_size
+        # Length-sorted batches keep padding small, which matters more than anything else on CPU.
+        order = sorted(range(count), key=lambda i: len(features[i].input_ids))
+        for start in range(0, count, batch_size):
+            chosen = order[start : start + batch_size]
+            batch = pad_batch([features[i].as_model_input() for i in chosen], self.tokenizer.pad_token_id)
+            output = self.model(**{key: value.to(self.device) for key, value in batch.items()})
+            probs[chosen] = torch.sigmoid(output.logits.float()).cpu().numpy()
+            tone[chosen] = output.tone.float().cpu().numpy()
+        return Predictions(features, probs, tone)
+
+    def score(self, dialogues: Sequence[Transcript]) -> list[dict]:
+        """The `score --json` structure, one dict per dialogue."""
+        predictions = self.predict(dialogues)
+        by_turn = {(f.dialogue, f.turn): i for i, f in enumerate(predictions.features)}
+        results = []
+        for d, dialogue in enumerate(dialogues):
+            turns = []
+            for t, turn in enumerate(dialogue.turns):
+                entry: dict = {"index": t, "role": turn.role, "text": turn.text}
+                if turn.role == AGENT:
+                    row = by_turn[(d, t)]
+                    probs = predictions.probs[row]
+                    flagged = np.flatnonzero(probs >= self.thresholds)
+                    entry["labels"] = [
+                        {"label": LABEL_IDS[k], "prob": round(float(probs[k]), 4)}
+                        for k in sorted(flagged, key=lambda k: -probs[k])
+                    ]
+                    entry["tone"] = round(float(predictions.tone[row]), 4)
+                turns.append(entry)
+            result = {"id": dialogue.id, "turns": turns}
+            if dialogue.meta:
+                result["meta"] = dialogue.meta
+            results.append(result)
+        return results
