@@ -43,6 +43,14 @@ class Health(BaseModel):
     model: str
 
 
+def get_scorer(request: Request) -> Scorer:
+    """The scorer loaded at startup (a dependency, so tests can override it)."""
+    return request.app.state.scorer
+
+
+ScorerDep = Annotated[Scorer, Depends(get_scorer)]
+
+
 def create_app(model_dir: str | Path, device: str | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -53,16 +61,13 @@ def create_app(model_dir: str | Path, device: str | None = None) -> FastAPI:
 
     app = FastAPI(title="Zhijian 质检", version="0.1.0", lifespan=lifespan)
 
-    def get_scorer(request: Request) -> Scorer:
-        return request.app.state.scorer
-
     @app.get("/healthz")
-    def healthz(scorer: Annotated[Scorer, Depends(get_scorer)]) -> Health:
+    def healthz(scorer: ScorerDep) -> Health:
         return Health(status="ok", device=scorer.device, model=str(model_dir))
 
     @app.post("/v1/score", response_model_exclude_none=True)
     async def score(
-        body: Transcript | list[Transcript], request: Request, scorer: Annotated[Scorer, Depends(get_scorer)]
+        body: Transcript | list[Transcript], request: Request, scorer: ScorerDep
     ) -> DialogueScore | list[DialogueScore]:
         dialogues = body if isinstance(body, list) else [body]
         async with request.app.state.lock:

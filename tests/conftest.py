@@ -32,18 +32,20 @@ EXCHANGES = [
 def make_dialogues(copies: int = 4) -> list[dict]:
     dialogues = []
     for copy in range(copies):
-        for n, (customer, agent, labels, tone) in enumerate(EXCHANGES):
-            dialogues.append(
-                {
-                    "id": f"tiny-{copy}-{n}",
-                    "turns": [
-                        {"role": "customer", "text": "在吗", "ts": 0},
-                        {"role": "agent", "text": "在的亲,请问有什么可以帮您", "ts": 5, "labels": [], "tone": 5},
-                        {"role": "customer", "text": customer, "ts": 20},
-                        {"role": "agent", "text": agent, "ts": 30 + copy, "labels": labels, "tone": tone},
-                    ],
-                }
-            )
+        for n, (_, agent, labels, tone) in enumerate(EXCHANGES):
+            # Each copy pairs the reply with another question, so the reply itself must carry the label.
+            customer = EXCHANGES[(n + 5 * copy) % len(EXCHANGES)][0]
+            greeting = [
+                {"role": "customer", "text": "在吗", "ts": 0},
+                {"role": "agent", "text": "在的亲,请问有什么可以帮您", "ts": 5, "labels": [], "tone": 5},
+            ]
+            exchange = [
+                {"role": "customer", "text": customer, "ts": 20},
+                {"role": "agent", "text": agent, "ts": 30 + copy, "labels": labels, "tone": tone},
+            ]
+            # Half the dialogues open without a greeting, so position says nothing about the label.
+            turns = greeting + exchange if copy % 2 == 0 else exchange
+            dialogues.append({"id": f"tiny-{copy}-{n}", "turns": turns})
     return dialogues
 
 
@@ -59,9 +61,9 @@ TINY_OVERRIDES = [
     "model.scratch.num_attention_heads=2",
     "model.scratch.intermediate_size=128",
     "features.max_length=64",
-    "training.epochs=30",
+    "training.epochs=40",
     "training.batch_size=16",
-    "training.learning_rate=0.002",
+    "training.learning_rate=0.003",
     "training.warmup_ratio=0.0",
     "training.early_stopping_patience=0",
     "training.logging_steps=1000",

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from training.data import Collator, TurnDataset, split_dialogues
@@ -117,6 +118,7 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
         bf16=section.bf16,
         report_to=[],
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
     )
     trainer = Trainer(

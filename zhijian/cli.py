@@ -16,7 +16,7 @@ from zhijian.taxonomy import LABEL_BY_ID, TONE_NAMES, ROLE_ZH, unit_to_tone
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Zhijian 质检: quality inspection of customer-service chats.")
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_MODEL = Path("runs/quickstart/model")
 ModelOption = Annotated[Path, typer.Option("--model", "-m", help="A trained model folder.")]
