@@ -190,6 +190,39 @@ def serve(
         _fail(str(error))
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Build and inspect the training corpus.")
+app.add_typer(data_app, name="data")
+HELD_OUT = Path("../shared/eval/dev.jsonl")
+
+
+@data_app.command("build")
+def data_build(
+    out: Annotated[Path, typer.Option(help="Folder for train.jsonl, valid.jsonl and stats.json.")] = Path("data/corpus"),
+    seed: Annotated[int, typer.Option(help="Same seed, same corpus.")] = 0,
+    recipe: Annotated[Path, typer.Option(help="The recipe folder (YAML banks).")] = Path("data/recipe"),
+    held_out: Annotated[Path, typer.Option(help="Evaluation transcripts no agent turn may copy (checked when present).")] = HELD_OUT,
+) -> None:
+    """Compose the labeled corpus from the recipe: deterministic for a seed, guarded against leakage."""
+    import time
+
+    from training.corpus import LeakageError, RecipeError, build_corpus
+
+    start = time.perf_counter()
+    try:
+        stats = build_corpus(recipe, out, seed, held_out)
+    except (RecipeError, LeakageError) as error:
+        _fail(str(error))
+    total = stats["all"]
+    console.print(
+        f"{total['dialogues']} dialogues, {total['agent_turns']} agent turns "
+        f"({total['clean_share']:.0%} clean, {total['two_label_share_of_violating']:.0%} of violating turns with two labels) "
+        f"in {time.perf_counter() - start:.1f} s -> {out}"
+    )
+    console.print("positives: " + ", ".join(f"{k} {v}" for k, v in total["labels"].items()), highlight=False)
+    if stats["leakage_guard"] is None:
+        errors.print(f"note: {held_out} not found, the leakage guard did not run")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,544 @@
+"""`zhijian data build`: compose the labeled training corpus from the recipe in ``data/recipe``.
+
+The recipe is data written by several authors independently (label banks of situations with
+violating and clean replies, everyday situations, openers, closers, style deviations); this module
+only composes it: dialogues with openers, one or two violating exchanges or none, clean fillers,
+closings, timestamps, real-chat deviations and a share of Traditional Chinese. Validation uses
+situations that training never sees, and a leakage guard refuses any agent turn that is a (near)
+copy of a turn of the held-out evaluation set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from zhijian.taxonomy import LABEL_IDS, TONE_MAX, TONE_MIN
+
+Phase = Literal["pre_sale", "payment", "shipping", "after_sales", "review"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The recipe's schema: every file is validated, errors name the file and the key.
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reply(Strict):
+    text: str = Field(min_length=1)
+    tone: int = Field(ge=TONE_MIN, le=TONE_MAX)
+    also: list[str] = Field(default_factory=list)
+
+    @field_validator("also")
+    @classmethod
+    def _known(cls, also: list[str]) -> list[str]:
+        unknown = [label for label in also if label not in LABEL_IDS]
+        if unknown:
+            raise ValueError(f"unknown label(s) {unknown}")
+        return also
+
+
+class Situation(Strict):
+    phase: Phase
+    categories: list[str] = Field(default_factory=list)
+    customer: list[str] = Field(min_length=1)
+    violating: list[Reply] = Field(default_factory=list)
+    clean: list[Reply] = Field(default_factory=list)
+
+
+class LabelBank(Strict):
+    label: str
+    situations: list[Situation] = Field(min_length=1)
+
+
+class CleanSituations(Strict):
+    situations: list[Situation] = Field(min_length=1)
+
+
+class Category(Strict):
+    id: str
+    name: str
+    products: list[str] = Field(min_length=1)
+    attributes: list[str] = Field(default_factory=list)
+
+
+class Categories(Strict):
+    categories: list[Category] = Field(min_length=1)
+
+
+class Openers(Strict):
+    customer: list[str] = Field(min_length=1)
+    agent_greeting: list[Reply] = Field(min_length=1)
+    agent_no_greeting: list[Reply] = Field(min_length=1)
+
+
+class Closers(Strict):
+    agent_closing: list[Reply] = Field(min_length=1)
+    customer_closing: list[str] = Field(min_length=1)
+
+
+class Styles(Strict):
+    slang: dict[str, list[str]]
+    typos: dict[str, list[str]]
+    emoji: list[str]
+    tags: list[str]
+    polite_prefix: list[str]
+    polite_suffix: list[str]
+    english_mix: dict[str, list[str]]
+    numerals: dict[str, list[str]]
+
+
+class StyleRates(Strict):
+    slang: float = 0.0
+    typo: float = 0.0
+    emoji: float = 0.0
+    tag: float = 0.0
+    no_punctuation: float = 0.0
+    english: float = 0.0
+    numerals: float = 0.0
+    wrap_agent_reply: float = 0.0
+
+
+class BuildPlan(Strict):
+    valid_share: float = Field(gt=0, lt=1)
+    violating_per_label: int = Field(ge=1)
+    second_violation_share: float = Field(ge=0, le=1)
+    contrast_share: float = Field(ge=0, le=1)
+    hard_negatives_per_label: int = Field(ge=0)
+    clean_dialogues: int = Field(ge=0)
+    filler_exchanges: list[int] = Field(min_length=1)
+    opener_share: float = Field(ge=0, le=1)
+    no_greeting_share: float = Field(ge=0, le=1)
+    closing_share: float = Field(ge=0, le=1)
+    timestamps_share: float = Field(ge=0, le=1)
+    traditional_share: float = Field(ge=0, le=1)
+    styles: StyleRates
+    wrap_excluded_labels: list[str] = Field(default_factory=list)
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def _load(path: Path, schema: type[BaseModel]):
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: missing recipe file") from None
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {error}") from None
+    try:
+        return schema.model_validate(data)
+    except ValidationError as error:
+        where = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in error.errors()[:5])
+        raise RecipeError(f"{path}: {where}") from None
+
+
+@dataclass
+class Recipe:
+    banks: dict[str, LabelBank]
+    situations: CleanSituations
+    categories: dict[str, Category]
+    openers: Openers
+    closers: Closers
+    styles: Styles
+    plan: BuildPlan
+
+    @classmethod
+    def load(cls, folder: Path) -> Recipe:
+        folder = Path(folder)
+        banks = {}
+        for label in LABEL_IDS:
+            bank = _load(folder / "labels" / f"{label}.yaml", LabelBank)
+            if bank.label != label:
+                raise RecipeError(f"{folder}/labels/{label}.yaml: `label` is {bank.label!r}, expected {label!r}")
+            banks[label] = bank
+        dialogue = folder / "dialogue"
+        recipe = cls(
+            banks=banks,
+            situations=_load(dialogue / "situations.yaml", CleanSituations),
+            categories={c.id: c for c in _load(dialogue / "categories.yaml", Categories).categories},
+            openers=_load(dialogue / "openers.yaml", Openers),
+            closers=_load(dialogue / "closers.yaml", Closers),
+            styles=_load(dialogue / "styles.yaml", Styles),
+            plan=_load(folder / "build.yaml", BuildPlan),
+        )
+        recipe._check_categories(folder)
+        return recipe
+
+    def _check_categories(self, folder: Path) -> None:
+        sources = [(f"labels/{label}.yaml", bank.situations) for label, bank in self.banks.items()]
+        sources.append(("dialogue/situations.yaml", self.situations.situations))
+        for name, situations in sources:
+            for index, situation in enumerate(situations):
+                unknown = [c for c in situation.categories if c not in self.categories]
+                if unknown:
+                    raise RecipeError(
+                        f"{folder}/{name}: situations.{index}.categories: unknown {unknown}; "
+                        f"known: {', '.join(self.categories)}"
+                    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Composition.
+
+
+def in_validation(key: str, share: float) -> bool:
+    """A stable split by content, independent of the seed: the same situation is always on the same side."""
+    return int(hashlib.md5(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share
+
+
+@dataclass
+class Exchange:
+    """A customer setup and the agent's answer to it."""
+
+    customer: str
+    reply: Reply
+    labels: list[str]
+    categories: list[str]
+    situation: Situation
+    key: str
+
+
+_PUNCTUATION = re.compile(r"[,,。.!!??~～、;;]")
+_SLOT = re.compile(r"\{(product|price|days)\}")
+
+
+@dataclass
+class Composer:
+    recipe: Recipe
+    rng: random.Random
+    split: str  # "train" or "valid"
+    converter: object = None
+    dialogues: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.valid = self.split == "valid"
+        share = self.recipe.plan.valid_share
+        keep = lambda key: in_validation(key, share) == self.valid  # noqa: E731
+        self.greetings = [r for r in self.recipe.openers.agent_greeting if keep("greet:" + r.text)]
+        self.no_greetings = [r for r in self.recipe.openers.agent_no_greeting if keep("nogreet:" + r.text)]
+        self.closings = [r for r in self.recipe.closers.agent_closing if keep("close:" + r.text)]
+        self.customer_openers = self.recipe.openers.customer
+        self.customer_closings = self.recipe.closers.customer_closing
+        self.label_situations = {
+            label: [(f"{label}:{i}", s) for i, s in enumerate(bank.situations) if keep(f"{label}:{i}")]
+            for label, bank in self.recipe.banks.items()
+        }
+        self.clean_situations = [
+            (f"clean:{i}", s) for i, s in enumerate(self.recipe.situations.situations) if keep(f"clean:{i}")
+        ]
+        styles = self.recipe.styles
+        # Single characters are left out of word swaps: replacing 了/的 anywhere breaks other words.
+        self.slang = {k: v for k, v in styles.slang.items() if len(k) > 1 or k == "亲"}
+        self.typos = {k: v for k, v in styles.typos.items() if len(k) > 1}
+        self.english = {k: v for k, v in styles.english_mix.items() if len(k) > 1}
+        self.numerals = {k: v for k, v in styles.numerals.items() if k.isdigit() and len(k) == 1}
+
+    def scaled(self, count: int) -> int:
+        share = self.recipe.plan.valid_share
+        return max(1, round(count * (share if self.valid else 1 - share)))
+
+    # -- text ---------------------------------------------------------------------------------
+
+    def fill(self, text: str, product: str) -> str:
+        def value(match: re.Match) -> str:
+            slot = match.group(1)
+            if slot == "product":
+                return product
+            if slot == "price":
+                return str(self.rng.choice([9.9, 19, 29, 39, 59, 68, 88, 99, 128, 159, 199, 239, 299, 399, 599, 899, 1299, 2499]))
+            return str(self.rng.randint(1, 7))
+
+        return _SLOT.sub(value, text)
+
+    def swap(self, text: str, table: dict[str, list[str]]) -> str:
+        present = [key for key in table if key in text]
+        if not present:
+            return text
+        key = self.rng.choice(present)
+        return text.replace(key, self.rng.choice(table[key]), 1)
+
+    def style(self, text: str) -> str:
+        rates, rng, styles = self.recipe.plan.styles, self.rng, self.recipe.styles
+        if rng.random() < rates.slang:
+            text = self.swap(text, self.slang)
+        if rng.random() < rates.typo:
+            text = self.swap(text, self.typos)
+        if rng.random() < rates.english:
+            text = self.swap(text, self.english)
+        if rng.random() < rates.numerals:
+            text = self.swap(text, self.numerals)
+        if rng.random() < rates.no_punctuation:
+            text = _PUNCTUATION.sub(rng.choice(["", " "]), text).strip() or text
+        if rng.random() < rates.emoji:
+            text += rng.choice(styles.emoji)
+        if rng.random() < rates.tag:
+            text = rng.choice([text + rng.choice(styles.tags), rng.choice(styles.tags) + text])
+        return text
+
+    def wrap(self, text: str) -> str:
+        """A long message: the reply between polite clauses (the clauses are clean for every label)."""
+        styles, rng = self.recipe.styles, self.rng
+        joiner = lambda: rng.choice([",", ",", " ", "~", "。"])  # noqa: E731
+        choice = rng.random()
+        if choice < 0.4:
+            return rng.choice(styles.polite_prefix) + joiner() + text
+        if choice < 0.7:
+            return text + joiner() + rng.choice(styles.polite_suffix)
+        return rng.choice(styles.polite_prefix) + joiner() + text + joiner() + rng.choice(styles.polite_suffix)
+
+    def agent_turn(self, reply: Reply, labels: list[str], product: str, wrap: bool = False) -> dict:
+        text, tone = self.fill(reply.text, product), reply.tone
+        excluded = set(self.recipe.plan.wrap_excluded_labels)
+        wrap = wrap and not excluded & set(labels)
+        if wrap and self.rng.random() < self.recipe.plan.styles.wrap_agent_reply:
+            text = self.wrap(text)
+            if not labels and tone == 3:
+                tone = 4  # a correct reply wrapped in courtesy reads polite
+        return {"role": "agent", "text": self.style(text), "labels": sorted(set(labels)), "tone": tone}
+
+    def customer_turn(self, text: str, product: str) -> dict:
+        return {"role": "customer", "text": self.style(self.fill(text, product))}
+
+    # -- exchanges ----------------------------------------------------------------------------
+
+    def violating_exchange(self, label: str) -> Exchange:
+        key, situation = self.rng.choice([s for s in self.label_situations[label] if s[1].violating])
+        reply = self.rng.choice(situation.violating)
+        return Exchange(
+            self.rng.choice(situation.customer), reply, [label, *reply.also], situation.categories, situation, key
+        )
+
+    def clean_exchange(self, pool: list[tuple[str, Situation]]) -> Exchange:
+        key, situation = self.rng.choice([s for s in pool if s[1].clean])
+        return Exchange(self.rng.choice(situation.customer), self.rng.choice(situation.clean), [], situation.categories, situation, key)
+
+    def filler(self, category: str) -> Exchange:
+        fitting = [s for s in self.clean_situations if not s[1].categories or category in s[1].categories]
+        return self.clean_exchange(fitting)
+
+    # -- dialogues ----------------------------------------------------------------------------
+
+    def pick_category(self, exchanges: list[Exchange]) -> str:
+        allowed = set(self.recipe.categories)
+        for exchange in exchanges:
+            if exchange.categories:
+                allowed &= set(exchange.categories)
+        return self.rng.choice(sorted(allowed or self.recipe.categories))
+
+    def dialogue(self, main: list[Exchange], seed: int, kind: str) -> dict:
+        """One dialogue around its main exchanges; `seed` fixes everything but the main replies, for contrast twins."""
+        outer, self.rng = self.rng, random.Random(seed)
+        plan = self.recipe.plan
+        category = self.pick_category(main)
+        product = self.rng.choice(self.recipe.categories[category].products)
+        turns: list[dict] = []
+        if self.rng.random() < plan.opener_share:
+            turns.append(self.customer_turn(self.rng.choice(self.customer_openers), product))
+            no_greeting = self.rng.random() < plan.no_greeting_share
+            opening = self.rng.choice(self.no_greetings if no_greeting else self.greetings)
+            turns.append(self.agent_turn(opening, [], product))
+        fillers = [self.filler(category) for _ in range(self.rng.choice(plan.filler_exchanges))]
+        position = self.rng.randint(0, len(fillers))
+        self.rng, main_rng = outer, self.rng
+        for index, exchange in enumerate(fillers[:position] + [None] * len(main) + fillers[position:]):
+            if exchange is None:
+                exchange = main[index - position]
+                self.rng = outer  # the main replies differ between twins; their styling may too
+            else:
+                self.rng = main_rng
+            turns.append(self.customer_turn(exchange.customer, product))
+            turns.append(self.agent_turn(exchange.reply, exchange.labels, product, wrap=True))
+        self.rng = main_rng
+        if self.rng.random() < plan.closing_share:
+            if self.rng.random() < 0.8:
+                turns.append(self.customer_turn(self.rng.choice(self.customer_closings), product))
+            turns.append(self.agent_turn(self.rng.choice(self.closings), [], product))
+        phase = main[0].situation.phase if main else "pre_sale"
+        if self.rng.random() < plan.timestamps_share:
+            self.add_timestamps(turns)
+        if self.converter is not None and self.rng.random() < plan.traditional_share:
+            for turn in turns:
+                turn["text"] = self.converter.convert(turn["text"])
+        self.rng = outer
+        return {"turns": turns, "meta": {"category": category, "phase": phase, "kind": kind, "split": self.split}}
+
+    def add_timestamps(self, turns: list[dict]) -> None:
+        clock = 0
+        for turn in turns:
+            if turn["role"] == "customer":
+                clock += self.rng.randint(3, 90)
+            else:
+                slow = self.rng.random() < 0.08
+                clock += self.rng.randint(20, 600) if slow else max(1, int(self.rng.lognormvariate(2.2, 0.7)))
+            turn["ts"] = clock
+
+    def build(self) -> list[dict]:
+        plan, rng = self.recipe.plan, self.rng
+        violating = [self.violating_exchange(label) for label in LABEL_IDS for _ in range(self.scaled(plan.violating_per_label))]
+        rng.shuffle(violating)
+        dialogues = []
+        while violating:
+            main = [violating.pop()]
+            if violating and rng.random() < plan.second_violation_share:
+                main.append(violating.pop())
+            seed = rng.getrandbits(32)
+            dialogues.append(self.dialogue(main, seed, "violating"))
+            if rng.random() < plan.contrast_share:  # the same setup, answered well
+                twins = [
+                    Exchange(m.customer, rng.choice(m.situation.clean), [], m.categories, m.situation, m.key)
+                    for m in main
+                    if m.situation.clean
+                ]
+                if twins:
+                    dialogues.append(self.dialogue(twins, seed, "contrast"))
+        for label in LABEL_IDS:
+            pool = self.label_situations[label]
+            for _ in range(self.scaled(plan.hard_negatives_per_label)):
+                dialogues.append(self.dialogue([self.clean_exchange(pool)], rng.getrandbits(32), "hard_negative"))
+        for _ in range(self.scaled(plan.clean_dialogues)):
+            dialogues.append(self.dialogue([self.clean_exchange(self.clean_situations)], rng.getrandbits(32), "clean"))
+        rng.shuffle(dialogues)
+        for number, dialogue in enumerate(dialogues):
+            dialogue["id"] = f"{self.split}-{number:06d}"
+        return [{"id": d["id"], "turns": d["turns"], "meta": d["meta"]} for d in dialogues]
+
+
+# ---------------------------------------------------------------------------------------------
+# Leakage guard, statistics, writing.
+
+
+def char_ngrams(text: str, n: int = 3) -> set[str]:
+    text = re.sub(r"\s+", "", text)
+    return {text[i : i + n] for i in range(len(text) - n + 1)} or {text}
+
+
+class LeakageError(RuntimeError):
+    pass
+
+
+class LeakageGuard:
+    """Refuses agent turns equal to, or near copies of (char 3-gram Jaccard >= threshold), held-out turns."""
+
+    def __init__(self, held_out_texts: Iterable[str], threshold: float = 0.8):
+        self.threshold = threshold
+        self.grams = [char_ngrams(text) for text in held_out_texts]
+        self.texts = list(held_out_texts) if not isinstance(held_out_texts, list) else held_out_texts
+        self.index: dict[str, list[int]] = {}
+        for i, grams in enumerate(self.grams):
+            for gram in grams:
+                self.index.setdefault(gram, []).append(i)
+
+    @classmethod
+    def from_transcripts(cls, path: Path, threshold: float = 0.8) -> LeakageGuard:
+        texts = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                texts += [t["text"] for t in json.loads(line)["turns"] if t["role"] == "agent"]
+        return cls(texts, threshold)
+
+    def closest(self, text: str) -> tuple[float, str | None]:
+        grams = char_ngrams(text)
+        candidates = {i for gram in grams for i in self.index.get(gram, ())}
+        best, match = 0.0, None
+        for i in candidates:
+            score = len(grams & self.grams[i]) / len(grams | self.grams[i])
+            if score > best:
+                best, match = score, self.texts[i]
+        return best, match
+
+    def check(self, texts: Iterable[str]) -> None:
+        leaks = []
+        for text in set(texts):
+            score, match = self.closest(text)
+            if score >= self.threshold:
+                leaks.append((score, text, match))
+        if leaks:
+            shown = "\n".join(f"  {score:.2f}  {text!r} ~ {match!r}" for score, text, match in sorted(leaks, reverse=True)[:20])
+            raise LeakageError(
+                f"{len(leaks)} agent turn(s) copy or nearly copy the held-out evaluation set "
+                f"(char 3-gram Jaccard >= {self.threshold}); the corpus was not written:\n{shown}"
+            )
+
+
+def variety(texts: list[str], sample: list[str], rng: random.Random) -> dict:
+    """Distinct character n-grams, and how close a sample of validation turns comes to training turns."""
+    def distinct(n: int) -> float:
+        grams = [t[i : i + n] for t in texts for i in range(len(t) - n + 1)]
+        return round(len(set(grams)) / max(1, len(grams)), 4)
+
+    unique = sorted(set(texts))
+    guard = LeakageGuard(unique, threshold=1.1)
+    probe = rng.sample(sample, min(300, len(sample)))
+    nearest = sorted(guard.closest(text)[0] for text in probe)
+    return {
+        "unique_agent_texts": len(unique),
+        "distinct_2": distinct(2),
+        "distinct_3": distinct(3),
+        "valid_to_train_nearest_jaccard": {
+            "mean": round(sum(nearest) / max(1, len(nearest)), 3),
+            "median": round(nearest[len(nearest) // 2], 3) if nearest else None,
+            "share_at_least_0.8": round(sum(s >= 0.8 for s in nearest) / max(1, len(nearest)), 3),
+        },
+    }
+
+
+def corpus_stats(dialogues: list[dict]) -> dict:
+    agent = [t for d in dialogues for t in d["turns"] if t["role"] == "agent"]
+    violating = [t for t in agent if t["labels"]]
+    labels = Counter(label for t in agent for label in t["labels"])
+    return {
+        "dialogues": len(dialogues),
+        "agent_turns": len(agent),
+        "customer_turns": sum(1 for d in dialogues for t in d["turns"] if t["role"] == "customer"),
+        "clean_share": round(1 - len(violating) / max(1, len(agent)), 4),
+        "two_label_share_of_violating": round(sum(len(t["labels"]) >= 2 for t in violating) / max(1, len(violating)), 4),
+        "labels": {label: labels[label] for label in LABEL_IDS},
+        "tone": {str(tone): sum(t["tone"] == tone for t in agent) for tone in range(TONE_MIN, TONE_MAX + 1)},
+        "kinds": dict(Counter(d["meta"]["kind"] for d in dialogues)),
+        "phases": dict(Counter(d["meta"]["phase"] for d in dialogues)),
+        "categories": dict(Counter(d["meta"]["category"] for d in dialogues)),
+        "with_timestamps": sum(any("ts" in t for t in d["turns"]) for d in dialogues),
+    }
+
+
+def build_corpus(recipe_dir: Path, out: Path, seed: int = 0, held_out: Path | None = None) -> dict:
+    """Compose, guard against leakage, then write train/valid JSON Lines and stats.json; returns the stats."""
+    from opencc import OpenCC
+
+    recipe = Recipe.load(recipe_dir)
+    converter = OpenCC("s2t")
+    splits = {}
+    for split in ("train", "valid"):
+        rng = random.Random(f"{seed}:{split}")
+        splits[split] = Composer(recipe, rng, split, converter).build()
+    agent_texts = {split: [t["text"] for d in ds for t in d["turns"] if t["role"] == "agent"] for split, ds in splits.items()}
+    if held_out is not None and held_out.is_file():
+        LeakageGuard.from_transcripts(held_out).check(agent_texts["train"] + agent_texts["valid"])
+    stats = {split: corpus_stats(ds) for split, ds in splits.items()}
+    stats["all"] = corpus_stats(splits["train"] + splits["valid"])
+    violating_valid = [t["text"] for d in splits["valid"] for t in d["turns"] if t["role"] == "agent" and t["labels"]]
+    stats["variety"] = variety(agent_texts["train"], violating_valid, random.Random(seed))
+    stats["seed"] = seed
+    stats["leakage_guard"] = str(held_out) if held_out is not None and held_out.is_file() else None
+    out.mkdir(parents=True, exist_ok=True)
+    for split, dialogues in splits.items():
+        path = out / f"{split}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dialogues), encoding="utf-8")
+        tmp.replace(path)
+    (out / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2), encoding="utf-8")
+    return stats
