@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 quickstart: install
+	$(VENV)/bin/zhijian data build --out data/corpus --seed 0
 	$(VENV)/bin/zhijian train -c configs/quickstart.yaml
 	$(VENV)/bin/zhijian score data/examples/refund.txt --model runs/quickstart/model
 

@@ -222,6 +222,7 @@ class Composer:
     rng: random.Random
     split: str  # "train" or "valid"
     converter: object = None
+    scale: float = 1.0  # multiplies every count of the plan (small corpora for tests and trials)
     dialogues: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
@@ -249,7 +250,7 @@ class Composer:
 
     def scaled(self, count: int) -> int:
         share = self.recipe.plan.valid_share
-        return max(1, round(count * (share if self.valid else 1 - share)))
+        return max(1, round(count * self.scale * (share if self.valid else 1 - share)))
 
     # -- text ---------------------------------------------------------------------------------
 
@@ -370,11 +371,14 @@ class Composer:
         phase = main[0].situation.phase if main else "pre_sale"
         if self.rng.random() < plan.timestamps_share:
             self.add_timestamps(turns)
+        script = "simplified"
         if self.converter is not None and self.rng.random() < plan.traditional_share:
+            script = "traditional"
             for turn in turns:
                 turn["text"] = self.converter.convert(turn["text"])
         self.rng = outer
-        return {"turns": turns, "meta": {"category": category, "phase": phase, "kind": kind, "split": self.split}}
+        meta = {"category": category, "phase": phase, "kind": kind, "script": script, "split": self.split}
+        return {"turns": turns, "meta": meta}
 
     def add_timestamps(self, turns: list[dict]) -> None:
         clock = 0
@@ -512,10 +516,11 @@ def corpus_stats(dialogues: list[dict]) -> dict:
         "phases": dict(Counter(d["meta"]["phase"] for d in dialogues)),
         "categories": dict(Counter(d["meta"]["category"] for d in dialogues)),
         "with_timestamps": sum(any("ts" in t for t in d["turns"]) for d in dialogues),
+        "traditional_chinese": sum(d["meta"]["script"] == "traditional" for d in dialogues),
     }
 
 
-def build_corpus(recipe_dir: Path, out: Path, seed: int = 0, held_out: Path | None = None) -> dict:
+def build_corpus(recipe_dir: Path, out: Path, seed: int = 0, held_out: Path | None = None, scale: float = 1.0) -> dict:
     """Compose, guard against leakage, then write train/valid JSON Lines and stats.json; returns the stats."""
     from opencc import OpenCC
 
@@ -524,7 +529,7 @@ def build_corpus(recipe_dir: Path, out: Path, seed: int = 0, held_out: Path | No
     splits = {}
     for split in ("train", "valid"):
         rng = random.Random(f"{seed}:{split}")
-        splits[split] = Composer(recipe, rng, split, converter).build()
+        splits[split] = Composer(recipe, rng, split, converter, scale).build()
     agent_texts = {split: [t["text"] for d in ds for t in d["turns"] if t["role"] == "agent"] for split, ds in splits.items()}
     if held_out is not None and held_out.is_file():
         LeakageGuard.from_transcripts(held_out).check(agent_texts["train"] + agent_texts["valid"])
@@ -533,6 +538,7 @@ def build_corpus(recipe_dir: Path, out: Path, seed: int = 0, held_out: Path | No
     violating_valid = [t["text"] for d in splits["valid"] for t in d["turns"] if t["role"] == "agent" and t["labels"]]
     stats["variety"] = variety(agent_texts["train"], violating_valid, random.Random(seed))
     stats["seed"] = seed
+    stats["scale"] = scale
     stats["leakage_guard"] = str(held_out) if held_out is not None and held_out.is_file() else None
     out.mkdir(parents=True, exist_ok=True)
     for split, dialogues in splits.items():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from training.data import Collator, TurnDataset, split_dialogues
+from training.data import Collator, TurnDataset, read_real_negatives, split_dialogues
 from training.metrics import label_metrics, tone_metrics, tune_thresholds
 from zhijian.config import ZhijianConfig
 from zhijian.featurize import Featurizer
@@ -85,6 +85,10 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
     train_dialogues, valid_dialogues = split_dialogues(
         config.data.train, config.data.valid, config.data.valid_fraction, section.seed
     )
+    if config.data.real_negatives:
+        real = read_real_negatives(config.data.real_negatives, config.data.real_negatives_limit, section.seed)
+        log.info("Adding %d real dialogues as clean agent turns from %s", len(real), config.data.real_negatives)
+        train_dialogues = train_dialogues + real
     train_set = TurnDataset(train_dialogues, featurizer)
     valid_set = TurnDataset(valid_dialogues, featurizer)
     if not len(train_set) or not len(valid_set):

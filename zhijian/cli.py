@@ -91,7 +91,7 @@ def evaluate(
     for label, row in result["labels"].items():
         table.add_row(label, LABEL_BY_ID[label].zh, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
                       f"{row['f1']:.3f}", str(row["support"]), f"{row['threshold']:.2f}")
-    console.print(table)
+    console.print(table, width=max(console.width, 110))
     tone = result["tone"]
     console.print(f"macro F1 {result['macro_f1']:.3f}   micro F1 {result['micro_f1']:.3f}")
     if tone["mae"] is not None:
@@ -201,6 +201,7 @@ def data_build(
     seed: Annotated[int, typer.Option(help="Same seed, same corpus.")] = 0,
     recipe: Annotated[Path, typer.Option(help="The recipe folder (YAML banks).")] = Path("data/recipe"),
     held_out: Annotated[Path, typer.Option(help="Evaluation transcripts no agent turn may copy (checked when present).")] = HELD_OUT,
+    scale: Annotated[float, typer.Option(help="Multiply every count of the build plan (e.g. 0.05 for a quick trial).")] = 1.0,
 ) -> None:
     """Compose the labeled corpus from the recipe: deterministic for a seed, guarded against leakage."""
     import time
@@ -209,7 +210,7 @@ def data_build(
 
     start = time.perf_counter()
     try:
-        stats = build_corpus(recipe, out, seed, held_out)
+        stats = build_corpus(recipe, out, seed, held_out, scale)
     except (RecipeError, LeakageError) as error:
         _fail(str(error))
     total = stats["all"]

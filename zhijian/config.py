@@ -67,6 +67,12 @@ class DataSection(Section):
     valid_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="Share of training dialogues held out when `valid` is empty."
     )
+    real_negatives: list[Path] = Field(
+        default_factory=list,
+        description="Unlabeled real dialogues (JSON Lines) whose agent turns are added to training as clean. "
+        "Assumed mostly clean; research data such as CSDS is never a default.",
+    )
+    real_negatives_limit: int = Field(3000, ge=0, description="At most this many real agent turns are added.")
 
 
 class TrainingSection(Section):

@@ -1,0 +1,123 @@
+"""The corpus build: size and balance, determinism, the split, the leakage guard, recipe errors."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import SHARED, TINY_OVERRIDES
+from training.corpus import LeakageError, LeakageGuard, RecipeError, build_corpus
+from zhijian.taxonomy import LABEL_IDS
+
+RECIPE = Path(__file__).resolve().parents[1] / "data" / "recipe"
+
+
+@pytest.fixture(scope="module")
+def full_corpus(tmp_path_factory):
+    """The real build (about 10 s), guarded against the dev set when ../shared has it."""
+    out = tmp_path_factory.mktemp("corpus")
+    return out, build_corpus(RECIPE, out, seed=0, held_out=SHARED / "eval/dev.jsonl")
+
+
+def test_full_build_meets_size_and_balance(full_corpus):
+    _, stats = full_corpus
+    total = stats["all"]
+    assert total["agent_turns"] >= 30_000
+    assert min(total["labels"].values()) >= 1_500, total["labels"]
+    assert total["clean_share"] >= 0.5
+    assert 0.07 <= total["two_label_share_of_violating"] <= 0.2
+    assert set(total["phases"]) == {"pre_sale", "payment", "shipping", "after_sales", "review"}
+    assert len(total["categories"]) >= 11
+    assert 0 < total["traditional_chinese"] < total["dialogues"] * 0.15
+    assert 0 < total["with_timestamps"] < total["dialogues"]
+    assert all(total["tone"][str(t)] > 0 for t in range(1, 6))
+
+
+def test_corpus_is_the_taxonomy_format_with_tone_on_every_agent_turn(full_corpus):
+    from zhijian.transcripts import read_transcripts
+
+    out, stats = full_corpus
+    dialogues = read_transcripts([out / "valid.jsonl"])  # validates every turn
+    assert len(dialogues) == stats["valid"]["dialogues"]
+    agent = [t for d in dialogues for t in d.turns if t.role == "agent"]
+    assert all(t.labels is not None and t.tone is not None for t in agent)
+
+
+def test_validation_uses_situations_training_never_saw(full_corpus):
+    _, stats = full_corpus
+    nearest = stats["variety"]["valid_to_train_nearest_jaccard"]
+    assert nearest["share_at_least_0.8"] < 0.05  # few validation violations nearly copy a training turn
+
+
+def test_contrast_twins_share_the_setup_and_differ_in_the_answer(full_corpus):
+    out, _ = full_corpus
+    dialogues = [json.loads(line) for line in (out / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    contrasts = [d for d in dialogues if d["meta"]["kind"] == "contrast"]
+    assert contrasts and all(not t.get("labels") for d in contrasts for t in d["turns"])
+
+
+def test_same_seed_same_corpus_other_seed_other_corpus(tmp_path):
+    a, b, c = (tmp_path / name for name in "abc")
+    build_corpus(RECIPE, a, seed=1, scale=0.03)
+    build_corpus(RECIPE, b, seed=1, scale=0.03)
+    build_corpus(RECIPE, c, seed=2, scale=0.03)
+    assert (a / "train.jsonl").read_bytes() == (b / "train.jsonl").read_bytes()
+    assert (a / "train.jsonl").read_bytes() != (c / "train.jsonl").read_bytes()
+
+
+def test_leakage_guard_refuses_copies_and_near_copies_and_writes_nothing(tmp_path):
+    import yaml
+
+    greetings = yaml.safe_load((RECIPE / "dialogue/openers.yaml").read_text(encoding="utf-8"))["agent_greeting"]
+    greeting = max((g["text"] for g in greetings if "{" not in g["text"]), key=len)  # each appears in dozens of dialogues
+    near_copy = greeting[:-1] + ("吧" if greeting[-1] != "吧" else "呢")
+    held_out = tmp_path / "held_out.jsonl"
+    turns = [{"role": "customer", "text": "在吗"}, {"role": "agent", "text": near_copy, "labels": [], "tone": 5}]
+    held_out.write_text(json.dumps({"id": "h", "turns": turns}, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(LeakageError, match="nearly copy the held-out"):
+        build_corpus(RECIPE, tmp_path / "out", seed=0, held_out=held_out, scale=0.3)
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def test_guard_measures_character_trigram_jaccard():
+    guard = LeakageGuard(["亲,这款羽绒服绝对不会跑绒的"])
+    assert guard.closest("亲,这款羽绒服绝对不会跑绒的")[0] == 1.0
+    assert guard.closest("亲,这款羽绒服绝对不会跑绒")[0] >= 0.8
+    assert guard.closest("您好,发票随货寄出")[0] < 0.2
+
+
+def test_recipe_errors_name_the_file_and_key(tmp_path):
+    recipe = tmp_path / "recipe"
+    shutil.copytree(RECIPE, recipe)
+    bank = recipe / "labels/abuse.yaml"
+    bank.write_text(bank.read_text(encoding="utf-8").replace("categories: [", "categories: [spaceships, ", 1), encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"labels/abuse.yaml: situations.\d+.categories: unknown \['spaceships'\]"):
+        build_corpus(recipe, tmp_path / "out")
+
+
+def test_training_mixes_the_corpus_with_the_users_own_data(tmp_path, tiny_data):
+    from training.train import train
+    from zhijian.config import load_config
+
+    corpus = tmp_path / "corpus"
+    stats = build_corpus(RECIPE, corpus, seed=0, scale=0.02)
+    user_turns = sum(1 for line in tiny_data["train"].read_text().splitlines() for t in json.loads(line)["turns"] if t["role"] == "agent")
+    config = load_config(overrides=TINY_OVERRIDES + [
+        f"data.train=[{corpus / 'train.jsonl'}, {tiny_data['train']}]",
+        f"data.valid=[{corpus / 'valid.jsonl'}]",
+        f"training.output_dir={tmp_path / 'run'}",
+        "training.max_steps=3",
+    ])
+    train(config)
+    summary = json.loads((tmp_path / "run/train_summary.json").read_text())
+    assert summary["train_turns"] == stats["train"]["agent_turns"] + user_turns
+
+
+@pytest.mark.skipif(not (SHARED / "data/csds/val_dialogues.jsonl").is_file(), reason="../shared/data/csds is absent")
+def test_real_agent_replies_can_join_training_as_clean_turns():
+    from training.data import read_real_negatives
+
+    dialogues = read_real_negatives([SHARED / "data/csds/val_dialogues.jsonl"], limit=200, seed=0)
+    agent = [t for d in dialogues for t in d.turns if t.role == "agent"]
+    assert 200 <= len(agent) < 300 and all(t.labels == [] and t.tone is None for t in agent)
