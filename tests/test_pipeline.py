@@ -34,7 +34,6 @@ def test_trained_folder_keeps_tuned_thresholds_and_the_resolved_config(tiny_mode
 def test_model_learns_the_difference_between_a_violation_and_a_polite_reply(tiny_model):
     scorer = Scorer.load(tiny_model, "cpu")
     predictions = scorer.predict(parse_text(CHAT))
-    invoice = scorer.featurizer  # noqa: F841 (the scorer's own featurization)
     k = 6  # invoice_refusal
     assert predictions.probs[0, k] > 0.5 > predictions.probs[1, k]
     assert predictions.tone[1] > predictions.tone[0]  # the polite reply sounds warmer
@@ -123,8 +122,18 @@ def test_server_scores_one_transcript_or_a_list(tiny_model):
         assert [d["id"] for d in many.json()] == ["api-1", "api-2"]
 
 
-def test_server_rejects_bad_input_naming_the_field(tiny_model):
+def test_server_reads_json_sent_as_curl_does_by_default(tiny_model):
+    body = json.dumps({"id": "c", "turns": [{"role": "agent", "text": "要发票得加6个点"}]}, ensure_ascii=False)
     with TestClient(create_app(tiny_model, "cpu")) as client:
-        response = client.post("/v1/score", json={"id": "x", "turns": [{"role": "manager", "text": "hi"}]})
+        response = client.post("/v1/score", content=body.encode(), headers={"content-type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 200 and response.json()["id"] == "c"
+
+
+def test_server_rejects_bad_input_naming_the_field(tiny_model):
+    good = {"id": "ok", "turns": [{"role": "agent", "text": "好的"}]}
+    with TestClient(create_app(tiny_model, "cpu")) as client:
+        response = client.post("/v1/score", json=[good, {"id": "x", "turns": [{"role": "manager", "text": "hi"}]}])
         assert response.status_code == 422
-        assert "role" in json.dumps(response.json())
+        assert response.json()["detail"] == ["body[1]: turns[0].role: Input should be 'agent' or 'customer'"]
+        assert client.post("/v1/score", content=b"{oops").status_code == 400
+        assert client.post("/v1/score", json=[]).status_code == 422

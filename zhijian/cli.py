@@ -91,7 +91,8 @@ def evaluate(
     for label, row in result["labels"].items():
         table.add_row(label, LABEL_BY_ID[label].zh, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
                       f"{row['f1']:.3f}", str(row["support"]), f"{row['threshold']:.2f}")
-    console.print(table, width=max(console.width, 110))
+    wide = Console(width=max(console.width, 112))  # the table stays whole when piped
+    wide.print(table)
     tone = result["tone"]
     console.print(f"macro F1 {result['macro_f1']:.3f}   micro F1 {result['micro_f1']:.3f}")
     if tone["mae"] is not None:
@@ -131,7 +132,10 @@ def score(
         if output is None:
             results = scorer.score(list(iter_transcripts(file)))
             for result in results:
-                print(json.dumps(result, ensure_ascii=False)) if as_json else _print_readable(result)
+                if as_json:
+                    print(json.dumps(result, ensure_ascii=False))
+                else:
+                    _print_readable(result)
             return
         _stream(scorer, file, output, chunk, problems)
     except TranscriptError as error:
