@@ -11,7 +11,7 @@ import torch
 
 from zhijian.featurize import AgentTurnFeatures, Featurizer, pad_batch
 from zhijian.taxonomy import LABEL_INDEX, tone_to_unit
-from zhijian.transcripts import Transcript, read_transcripts
+from zhijian.transcripts import Transcript, read_real_dialogues, read_transcripts
 
 NO_TONE = -1.0
 
@@ -67,39 +67,17 @@ class Collator:
         return batch
 
 
-# Real archives name more parties than the taxonomy: a merchant writing to platform support plays the customer.
-_REAL_ROLES = {"agent": "agent", "customer": "customer", "merchant": "customer"}
-
-
 def read_real_negatives(paths: Sequence[Path], limit: int, seed: int) -> list[Transcript]:
-    """Unlabeled real dialogues as clean training turns: agent turns get `labels: []` and no tone.
-
-    Lenient on purpose (extra fields, other roles): these are other people's archives, not our format.
-    """
-    import json
-
-    dialogues = []
-    for path in paths:
-        with Path(path).open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                data = json.loads(line)
-                turns = [
-                    {"role": _REAL_ROLES[t["role"]], "text": t["text"].strip()}
-                    | ({"labels": []} if t["role"] == "agent" else {})
-                    for t in data.get("turns", [])
-                    if t.get("role") in _REAL_ROLES and str(t.get("text", "")).strip()
-                ]
-                if any(t["role"] == "agent" for t in turns):
-                    dialogues.append(Transcript(id=f"{Path(path).stem}:{data.get('id', line_number)}", turns=turns))
+    """Unlabeled real dialogues as clean training turns: agent turns get `labels: []` and no tone."""
+    dialogues = read_real_dialogues(paths)
     random.Random(seed).shuffle(dialogues)
     chosen, count = [], 0
     for dialogue in dialogues:
         if count >= limit:
             break
-        chosen.append(dialogue)
-        count += sum(t.role == "agent" for t in dialogue.turns)
+        turns = [turn.model_copy(update={"labels": []}) if turn.role == "agent" else turn for turn in dialogue.turns]
+        chosen.append(dialogue.model_copy(update={"turns": turns}))
+        count += sum(turn.role == "agent" for turn in turns)
     return chosen
 
 

@@ -1,30 +1,95 @@
-"""`zhijian evaluate`: a model folder measured on labeled transcripts."""
+"""`zhijian evaluate`: a model folder measured on labeled transcripts, beside a keyword baseline,
+and the false-alarm rate on real chats that are assumed mostly clean."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from training.baseline import KeywordBaseline
 from training.data import gold_arrays
-from training.metrics import label_metrics, tone_metrics
-from zhijian.scorer import Scorer
-from zhijian.transcripts import read_transcripts
+from training.metrics import (
+    exact_match,
+    expected_calibration_error,
+    label_metrics,
+    probability_metrics,
+    tone_metrics,
+)
+from zhijian.scorer import Predictions, Scorer
+from zhijian.taxonomy import LABEL_IDS
+from zhijian.transcripts import Transcript, read_real_dialogues, read_transcripts
 
 
-def evaluate(scorer: Scorer, data_files: Sequence[Path]) -> dict:
-    """The `evaluate --json` object: macro/micro F1, per-label figures at the model's thresholds, tone."""
+@dataclass
+class Evaluation:
+    """The figures (``metrics``, the `--json` object) and what the report draws them from."""
+
+    metrics: dict
+    dialogues: list[Transcript]
+    predictions: Predictions  # agent turns with gold labels only
+    gold: np.ndarray  # (turns, labels)
+    gold_tone: np.ndarray  # (turns,), -1 where unknown
+    thresholds: np.ndarray
+    baseline: np.ndarray  # (turns, labels) 0/1 keyword hits
+
+
+def _summary(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    result = label_metrics(y_true, y_pred)
+    result["exact_match"] = exact_match(y_true, y_pred)
+    return result
+
+
+def evaluate(scorer: Scorer, data_files: Sequence[Path], baseline: KeywordBaseline | None = None) -> Evaluation:
+    """Model at its thresholds (and at 0.5), probability quality, tone, and the keyword baseline."""
     dialogues = read_transcripts(data_files)
     predictions = scorer.predict(dialogues)
-    labels, gold_tone, labeled = gold_arrays(dialogues, predictions.features)
+    gold, gold_tone, labeled = gold_arrays(dialogues, predictions.features)
     if not labeled.any():
         raise ValueError(f"{', '.join(map(str, data_files))}: no agent turn has gold `labels` to evaluate against")
-    probs = predictions.probs[labeled]
-    result = label_metrics(labels[labeled], probs >= scorer.thresholds)
-    for k, label in enumerate(result["labels"]):
-        result["labels"][label]["threshold"] = float(scorer.thresholds[k])
-    result["tone"] = tone_metrics(gold_tone, predictions.tone)
-    result["turns"] = int(labeled.sum())
-    result["dialogues"] = len(dialogues)
-    return result
+    keep = np.flatnonzero(labeled)
+    predictions = Predictions(
+        [predictions.features[i] for i in keep], predictions.logits[keep], predictions.probs[keep], predictions.tone[keep]
+    )
+    gold, gold_tone, probs = gold[keep], gold_tone[keep], predictions.probs
+    baseline = baseline or KeywordBaseline.load()
+    keyword_hits = baseline.predict(dialogues, predictions.features)
+
+    metrics = _summary(gold, probs >= scorer.thresholds)
+    quality = probability_metrics(gold, probs)
+    for k, label in enumerate(LABEL_IDS):
+        metrics["labels"][label].update(quality[label], threshold=float(scorer.thresholds[k]))
+    metrics["ece"] = expected_calibration_error(gold, probs)
+    metrics["calibration"] = scorer.config.calibration.model_dump()
+    metrics["at_0.5"] = _summary(gold, probs >= 0.5)
+    metrics["baseline"] = _summary(gold, keyword_hits >= 0.5)
+    metrics["tone"] = tone_metrics(gold_tone, predictions.tone)
+    metrics["turns"] = len(keep)
+    metrics["dialogues"] = len(dialogues)
+    metrics["dialogue_checks"] = None  # the dialogue checks (issue 5) do not exist yet
+    return Evaluation(metrics, dialogues, predictions, gold, gold_tone, scorer.thresholds.copy(), keyword_hits)
+
+
+@dataclass
+class FalseAlarms:
+    metrics: dict  # {"turns", "flagged_rate", "per_label": {label: rate}}
+    dialogues: list[Transcript]
+    predictions: Predictions
+    flagged: np.ndarray  # (turns, labels) bool
+
+
+def evaluate_unlabeled(scorer: Scorer, files: Sequence[Path]) -> FalseAlarms:
+    """Real agent replies assumed mostly clean: how often each label fires (every hit is for a person to audit)."""
+    dialogues = read_real_dialogues(files)
+    predictions = scorer.predict(dialogues)
+    flagged = predictions.probs >= scorer.thresholds
+    turns = len(predictions.features)
+    metrics = {
+        "turns": turns,
+        "dialogues": len(dialogues),
+        "flagged_rate": float(flagged.any(axis=1).mean()) if turns else 0.0,
+        "per_label": {label: float(flagged[:, k].mean()) if turns else 0.0 for k, label in enumerate(LABEL_IDS)},
+    }
+    return FalseAlarms(metrics, dialogues, predictions, flagged)

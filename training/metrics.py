@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize
 from scipy.stats import spearmanr
-from sklearn.metrics import f1_score, precision_recall_fscore_support
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    brier_score_loss,
+    f1_score,
+    precision_recall_fscore_support,
+    precision_score,
+    roc_auc_score,
+)
 
 from zhijian.taxonomy import LABEL_IDS, TONE_MAX, TONE_MIN
 
-THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)  # fine at the low end, where calibrated probabilities of rare labels live
 
 
 def label_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -53,7 +63,94 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, default: float = 0.5)
     for k, label in enumerate(LABEL_IDS):
         if y_true[:, k].sum() == 0:
             continue
-        scores = [f1_score(y_true[:, k], probs[:, k] >= t, zero_division=0) for t in THRESHOLD_GRID]
-        best = int(np.argmax(scores))  # ties go to the lowest threshold, i.e. the most recall
-        tuned[label] = float(THRESHOLD_GRID[best]) if scores[best] > 0 else default
+        scores = np.array([f1_score(y_true[:, k], probs[:, k] >= t, zero_division=0) for t in THRESHOLD_GRID])
+        # Ties are common on small validation sets (every threshold between the classes is perfect);
+        # the middle of the best plateau leaves the most margin on both sides, as in max-margin.
+        best = np.flatnonzero(scores == scores.max())
+        tuned[label] = float(THRESHOLD_GRID[best[len(best) // 2]]) if scores.max() > 0 else default
     return tuned
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
+    """ECE with equal-width bins: the gap between confidence and frequency, weighted by bin size.
+
+    scikit-learn has no ECE; its `calibration_curve` gives the per-bin figures, and the weights are
+    the bin counts of the same uniform binning.
+    """
+    y_true, probs = np.asarray(y_true).ravel(), np.asarray(probs).ravel()
+    if len(y_true) == 0:
+        return 0.0
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], probs), minlength=bins)  # calibration_curve's binning
+    if len(np.unique(y_true)) < 2:  # calibration_curve needs both classes; the gap is then the mean confidence error
+        return float(np.abs(probs - y_true).mean())
+    frequency, confidence = calibration_curve(y_true, probs, n_bins=bins, strategy="uniform")
+    weights = counts[counts > 0] / len(probs)
+    return float(np.sum(weights * np.abs(frequency - confidence)))
+
+
+def probability_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
+    """Per label: PR-AUC (average precision), ROC-AUC, ECE and Brier; ROC-AUC is None without both classes."""
+    result = {}
+    for k, label in enumerate(LABEL_IDS):
+        truth, p = y_true[:, k], probs[:, k]
+        both = 0 < truth.sum() < len(truth)
+        result[label] = {
+            "pr_auc": float(average_precision_score(truth, p)) if truth.sum() else None,
+            "roc_auc": float(roc_auc_score(truth, p)) if both else None,
+            "ece": expected_calibration_error(truth, p),
+            "brier": float(brier_score_loss(truth, p, pos_label=1)) if len(truth) else None,
+        }
+    return result
+
+
+def exact_match(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Share of turns whose predicted label set equals the gold set (scikit-learn's subset accuracy)."""
+    return float(accuracy_score(y_true, y_pred))
+
+
+def fit_thresholds(
+    y_true: np.ndarray, probs: np.ndarray, mode: str = "f1", target_precision: float = 0.8, default: float = 0.5
+) -> dict[str, float]:
+    """Per-label thresholds: max F1, or the lowest threshold whose precision reaches the target."""
+    if mode == "f1":
+        return tune_thresholds(y_true, probs, default)
+    if mode != "precision":
+        raise ValueError(f"threshold mode must be 'f1' or 'precision', not {mode!r}")
+    fitted = {}
+    for k, label in enumerate(LABEL_IDS):
+        if y_true[:, k].sum() == 0:
+            continue
+        reaching = [t for t in THRESHOLD_GRID if precision_score(y_true[:, k], probs[:, k] >= t, zero_division=0) >= target_precision]
+        fitted[label] = float(min(reaching)) if reaching else float(THRESHOLD_GRID[-1])
+    return fitted
+
+
+def fit_scaling(y_true: np.ndarray, logits: np.ndarray, bias: bool = True) -> tuple[dict[str, float], dict[str, float]]:
+    """Per label, temperature T (and bias b) minimizing the log loss of sigmoid(logit / T + b).
+
+    With the bias this is Platt scaling; it also undoes the shift that BCE positive weights put
+    into the logits (about log(pos_weight)), which temperature alone cannot. Targets are Platt's
+    smoothed ones, (positives + 1) / (positives + 2) and 1 / (negatives + 2), so a validation set
+    the model separates perfectly gives a finite temperature instead of T -> 0.
+    Returns ({label: T}, {label: b}); labels without both classes are left out (T = 1, b = 0).
+    """
+    temperatures, biases = {}, {}
+    for k, label in enumerate(LABEL_IDS):
+        truth = y_true[:, k].astype(float)
+        positives = truth.sum()
+        if not 0 < positives < len(truth):
+            continue
+        target = np.where(truth == 1, (positives + 1) / (positives + 2), 1 / (len(truth) - positives + 2))
+
+        def loss(params: np.ndarray) -> float:
+            z = logits[:, k] * np.exp(-params[0]) + (params[1] if bias else 0.0)
+            # -[t log sigmoid(z) + (1 - t) log sigmoid(-z)], overflow-free
+            return float(np.mean(target * np.logaddexp(0, -z) + (1 - target) * np.logaddexp(0, z)))
+
+        bounds = [(-4.0, 4.0), (-20.0, 20.0) if bias else (0.0, 0.0)]
+        log_t, b = minimize(loss, x0=np.zeros(2), method="L-BFGS-B", bounds=bounds).x
+        temperatures[label] = float(np.exp(log_t))
+        if bias:
+            biases[label] = float(b)
+    return temperatures, biases

@@ -22,6 +22,7 @@ from training.metrics import label_metrics, tone_metrics, tune_thresholds
 from zhijian.config import ZhijianConfig
 from zhijian.featurize import Featurizer
 from zhijian.model import build_model, save_model_folder
+from zhijian.scorer import sigmoid
 from zhijian.taxonomy import LABEL_IDS
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
 def _split_predictions(prediction):
     logits, tone = prediction.predictions
     labels, gold_tone = prediction.label_ids
-    probs = 1.0 / (1.0 + np.exp(-logits))
+    probs = sigmoid(logits)
     return probs, tone, labels, gold_tone
 
 

@@ -1,4 +1,4 @@
-"""The `zhijian` command: train, evaluate, score, serve."""
+"""The `zhijian` command: train, evaluate, calibrate, score, serve, data build."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -67,36 +68,119 @@ def train(
 
 @app.command()
 def evaluate(
-    data: Annotated[list[Path], typer.Option("--data", "-d", help="Labeled transcripts (repeatable).")],
     model: ModelOption = DEFAULT_MODEL,
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Labeled transcripts: .jsonl, .json, .csv (repeatable).")] = None,
+    unlabeled: Annotated[Optional[list[Path]], typer.Option(help="Real dialogues assumed mostly clean (.jsonl read leniently, or .csv): the false-alarm rate.")] = None,
+    report: Annotated[Optional[Path], typer.Option(help="Write report.html, metrics.json and PNG figures here.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="Keyword baseline config (default: configs/baseline/keywords.yaml).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Per-label precision, recall, F1 and support, micro/macro F1, tone MAE and Spearman."""
-    from training.evaluate import evaluate as run_evaluation
+    """Per-label P/R/F1, PR-AUC, ROC-AUC, calibration, tone, against a keyword baseline; or false alarms on real chats."""
+    from training.baseline import KeywordBaseline
+    from training.evaluate import evaluate as run_evaluation, evaluate_unlabeled
     from zhijian.transcripts import TranscriptError
 
+    if bool(data) == bool(unlabeled):
+        _fail("give either --data (labeled transcripts) or --unlabeled (real dialogues), not both or neither")
     scorer = _load_scorer(model)
     try:
-        result = run_evaluation(scorer, data)
+        if unlabeled:
+            alarms = evaluate_unlabeled(scorer, unlabeled)
+            if report:
+                from training.report import write_false_alarm_report
+
+                path = write_false_alarm_report(alarms, report, f"False alarms of {model} on {', '.join(map(str, unlabeled))}")
+                errors.print(f"report: {path}")
+            _print_false_alarms(alarms.metrics, as_json)
+            return
+        keywords = KeywordBaseline.load(baseline) if baseline else KeywordBaseline.load()
+        evaluation = run_evaluation(scorer, data, keywords)
     except (TranscriptError, ValueError) as error:
         _fail(str(error))
+    if report:
+        from training.report import write_report
+
+        path = write_report(evaluation, report, f"{model} on {', '.join(map(str, data))}")
+        errors.print(f"report: {path}")
+    result = evaluation.metrics
     if as_json:
         print(json.dumps(result, ensure_ascii=False))
         return
     from rich.table import Table
 
     table = Table(title=f"{model} on {', '.join(map(str, data))} ({result['turns']} agent turns)")
-    for column in ("label", "中文", "precision", "recall", "F1", "support", "threshold"):
+    columns = ("label", "中文", "precision", "recall", "F1", "support", "PR-AUC", "ECE", "threshold", "F1@0.5", "keywords F1")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("label", "中文") else "right")
     for label, row in result["labels"].items():
-        table.add_row(label, LABEL_BY_ID[label].zh, f"{row['precision']:.3f}", f"{row['recall']:.3f}",
-                      f"{row['f1']:.3f}", str(row["support"]), f"{row['threshold']:.2f}")
-    wide = Console(width=max(console.width, 112))  # the table stays whole when piped
+        table.add_row(
+            label, LABEL_BY_ID[label].zh,
+            *(f"{row[key]:.3f}" if row[key] is not None else "—" for key in ("precision", "recall", "f1")),
+            str(row["support"]), f"{row['pr_auc']:.3f}" if row["pr_auc"] is not None else "—", f"{row['ece']:.3f}",
+            f"{row['threshold']:.2f}", f"{result['at_0.5']['labels'][label]['f1']:.3f}", f"{result['baseline']['labels'][label]['f1']:.3f}",
+        )
+    wide = Console(width=max(console.width, 140))  # the table stays whole when piped
     wide.print(table)
+    console.print(
+        f"macro F1 {result['macro_f1']:.3f} (at 0.5: {result['at_0.5']['macro_f1']:.3f}; keyword baseline: {result['baseline']['macro_f1']:.3f})   "
+        f"micro F1 {result['micro_f1']:.3f}   exact set match {result['exact_match']:.3f}   ECE {result['ece']:.3f}"
+    )
     tone = result["tone"]
-    console.print(f"macro F1 {result['macro_f1']:.3f}   micro F1 {result['micro_f1']:.3f}")
     if tone["mae"] is not None:
         console.print(f"tone MAE {tone['mae']:.2f} points (1–5)   Spearman {tone['spearman'] or float('nan'):.3f}")
+
+
+def _print_false_alarms(metrics: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics, ensure_ascii=False))
+        return
+    console.print(f"{metrics['turns']} real agent turns: {metrics['flagged_rate']:.2%} flagged with at least one label")
+    for label, rate in metrics["per_label"].items():
+        console.print(f"  {label:<20} {LABEL_BY_ID[label].zh:<8} {rate:.2%}", highlight=False)
+
+
+@app.command()
+def calibrate(
+    data: Annotated[list[Path], typer.Option("--data", "-d", help="Labeled validation transcripts (never the evaluation set).")],
+    model: ModelOption = DEFAULT_MODEL,
+    mode: Annotated[str, typer.Option(help="Thresholds: 'f1' (max F1) or 'precision' (lowest reaching --target-precision).")] = "f1",
+    target_precision: Annotated[float, typer.Option(help="With --mode precision.")] = 0.8,
+    scaling: Annotated[str, typer.Option(help="Probability scaling per label: 'platt' (temperature and bias), 'temperature', or 'none'.")] = "platt",
+) -> None:
+    """Fit per-label thresholds (and temperatures) on validation data; write them into the model folder."""
+    from training.data import gold_arrays
+    from training.metrics import expected_calibration_error, fit_scaling, fit_thresholds, label_metrics
+    from zhijian.scorer import Scorer
+    from zhijian.taxonomy import LABEL_IDS
+    from zhijian.transcripts import TranscriptError, read_transcripts
+
+    if mode not in ("f1", "precision"):
+        _fail(f"--mode must be 'f1' or 'precision', not {mode!r}")
+    if scaling not in ("platt", "temperature", "none"):
+        _fail(f"--scaling must be 'platt', 'temperature' or 'none', not {scaling!r}")
+    scorer = _load_scorer(model)
+    try:
+        dialogues = read_transcripts(data)
+    except TranscriptError as error:
+        _fail(str(error))
+    predictions = scorer.predict(dialogues)
+    gold, _, labeled = gold_arrays(dialogues, predictions.features)
+    if not labeled.any():
+        _fail("no agent turn has gold `labels` to calibrate on")
+    gold, logits = gold[labeled], predictions.logits[labeled]
+    config = scorer.config.model_copy(deep=True)
+    temperatures, biases = fit_scaling(gold, logits, bias=scaling == "platt") if scaling != "none" else ({}, {})
+    config.calibration = config.calibration.model_copy(update={"temperature": temperatures, "bias": biases})
+    before = scorer.calibrated(logits)
+    after = Scorer(scorer.model, scorer.tokenizer, config, scorer.device).calibrated(logits)
+    config.thresholds.per_label = fit_thresholds(gold, after, mode, target_precision, config.thresholds.default)
+    config.save(model)
+    fitted = np.array([config.thresholds.for_label(label) for label in LABEL_IDS])
+    console.print(
+        f"{int(labeled.sum())} turns: ECE {expected_calibration_error(gold, before):.4f} -> {expected_calibration_error(gold, after):.4f}; "
+        f"macro F1 at 0.5 {label_metrics(gold, after >= 0.5)['macro_f1']:.3f}, at fitted thresholds {label_metrics(gold, after >= fitted)['macro_f1']:.3f}"
+    )
+    console.print(f"written to {Path(model) / 'zhijian.yaml'}")
 
 
 def _print_readable(result: dict) -> None:

@@ -8,10 +8,10 @@ inside every trained model folder, and serving reads it from there.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
 from zhijian.taxonomy import LABEL_IDS
 
@@ -98,23 +98,33 @@ class TrainingSection(Section):
     logging_steps: int = Field(50, ge=1)
 
 
+def _known_label(label: str) -> str:
+    if label not in LABEL_IDS:
+        raise ValueError(f"unknown label {label!r}; labels are: {', '.join(LABEL_IDS)}")
+    return label
+
+
+LabelId = Annotated[str, AfterValidator(_known_label)]
+"""A label id of the taxonomy; anything else is an error that lists the labels."""
+
+
 class ThresholdsSection(Section):
     default: float = Field(0.5, gt=0, lt=1)
-    per_label: dict[str, float] = Field(default_factory=dict)
+    per_label: dict[LabelId, Annotated[float, Field(gt=0, lt=1)]] = Field(default_factory=dict)
     tune_on_validation: bool = Field(True, description="After training, set per_label to max-F1 thresholds.")
-
-    @field_validator("per_label")
-    @classmethod
-    def _known_labels(cls, value: dict[str, float]) -> dict[str, float]:
-        for label, threshold in value.items():
-            if label not in LABEL_IDS:
-                raise ValueError(f"unknown label {label!r}; labels are: {', '.join(LABEL_IDS)}")
-            if not 0 < threshold < 1:
-                raise ValueError(f"threshold for {label!r} must be between 0 and 1, got {threshold}")
-        return value
 
     def for_label(self, label: str) -> float:
         return self.per_label.get(label, self.default)
+
+
+class CalibrationSection(Section):
+    """Per-label scaling fitted by `zhijian calibrate`: prob = sigmoid(logit / temperature + bias)."""
+
+    temperature: dict[LabelId, PositiveFloat] = Field(default_factory=dict)
+    bias: dict[LabelId, float] = Field(default_factory=dict)
+
+    def scaling(self, label: str) -> tuple[float, float]:
+        return self.temperature.get(label, 1.0), self.bias.get(label, 0.0)
 
 
 class ServingSection(Section):
@@ -130,14 +140,18 @@ class ZhijianConfig(Section):
     data: DataSection = DataSection()
     training: TrainingSection = TrainingSection()
     thresholds: ThresholdsSection = ThresholdsSection()
+    calibration: CalibrationSection = CalibrationSection()
     serving: ServingSection = ServingSection()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
 
     def save(self, folder: Path) -> Path:
+        """Write ``zhijian.yaml`` into a folder, atomically (a reader sees the old file or the new one)."""
         path = Path(folder) / CONFIG_FILE
-        path.write_text(self.to_yaml(), encoding="utf-8")
+        staging = path.with_name(f".{CONFIG_FILE}.tmp")
+        staging.write_text(self.to_yaml(), encoding="utf-8")
+        staging.replace(path)
         return path
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit
 import torch
 
 from zhijian.config import ZhijianConfig
@@ -14,6 +15,10 @@ from zhijian.featurize import AgentTurnFeatures, Featurizer, pad_batch
 from zhijian.model import load_model_folder
 from zhijian.taxonomy import AGENT, LABEL_IDS
 from zhijian.transcripts import Transcript
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return expit(x)  # scipy's logistic: no overflow warnings for large |x|
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -29,7 +34,8 @@ class Predictions:
     """Model outputs for every agent turn of a list of dialogues, in reading order."""
 
     features: list[AgentTurnFeatures]
-    probs: np.ndarray  # (agent turns, labels)
+    logits: np.ndarray  # (agent turns, labels), raw model outputs
+    probs: np.ndarray  # (agent turns, labels): sigmoid(logits / temperature + bias), calibrated
     tone: np.ndarray  # (agent turns,) in [0, 1]
 
 
@@ -41,6 +47,7 @@ class Scorer:
         self.device = device
         self.featurizer = Featurizer(tokenizer, config.features)
         self.thresholds = np.array([config.thresholds.for_label(label) for label in LABEL_IDS])
+        self.temperature, self.bias = np.array([config.calibration.scaling(label) for label in LABEL_IDS]).T
 
     @classmethod
     def load(cls, folder: str | Path, device: str | None = None) -> Scorer:
@@ -53,7 +60,7 @@ class Scorer:
     def predict(self, dialogues: Sequence[Transcript], batch_size: int | None = None) -> Predictions:
         features = self.featurizer.encode(dialogues)
         count = len(features)
-        probs = np.zeros((count, len(LABEL_IDS)), dtype=np.float32)
+        logits = np.zeros((count, len(LABEL_IDS)), dtype=np.float32)
         tone = np.zeros(count, dtype=np.float32)
         batch_size = batch_size or self.config.serving.batch_size
         # Length-sorted batches keep padding small, which matters more than anything else on CPU.
@@ -62,9 +69,12 @@ class Scorer:
             chosen = order[start : start + batch_size]
             batch = pad_batch([features[i].as_model_input() for i in chosen], self.tokenizer.pad_token_id)
             output = self.model(**{key: value.to(self.device) for key, value in batch.items()})
-            probs[chosen] = torch.sigmoid(output.logits.float()).cpu().numpy()
+            logits[chosen] = output.logits.float().cpu().numpy()
             tone[chosen] = output.tone.float().cpu().numpy()
-        return Predictions(features, probs, tone)
+        return Predictions(features, logits, self.calibrated(logits), tone)
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        return sigmoid(logits / self.temperature + self.bias)
 
     def score(self, dialogues: Sequence[Transcript]) -> list[dict]:
         """The `score --json` structure, one dict per dialogue."""

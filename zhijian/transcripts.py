@@ -6,6 +6,7 @@ error names the file, the line and the field.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -176,8 +177,93 @@ def _iter_jsonl(path: Path, on_error: list[ReadProblem] | None) -> Iterator[Tran
                 on_error.append(ReadProblem(error))
 
 
+CSV_COLUMNS = ("dialogue_id", "turn", "role", "text")
+
+
+def _csv_labels(cell: str) -> list[str]:
+    cell = cell.strip()
+    if cell.startswith("["):
+        return json.loads(cell)
+    return [label for label in re.split(r"[;,|\s]+", cell) if label]
+
+
+def _iter_csv(path: Path, on_error: list[ReadProblem] | None) -> Iterator[Transcript]:
+    """CSV with columns ``dialogue_id, turn, role, text`` and optional ``labels`` (``a;b``), ``tone``, ``ts``.
+
+    Rows of one dialogue are ordered by ``turn``; with a ``labels`` column, an empty cell on an
+    agent turn means the turn is clean.
+    """
+    source = str(path)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise TranscriptError(source, 1, f"missing column(s) {missing}; a CSV needs {', '.join(CSV_COLUMNS)}")
+        dialogues: dict[str, list[tuple[int, int, dict]]] = {}
+        for row in reader:
+            line = reader.line_num
+            try:
+                turn = {"role": row["role"].strip(), "text": row["text"]}
+                if row.get("ts") not in (None, ""):
+                    turn["ts"] = float(row["ts"])
+                if row.get("tone") not in (None, ""):
+                    turn["tone"] = int(float(row["tone"]))
+                if "labels" in row and turn["role"] == AGENT:
+                    turn["labels"] = _csv_labels(row["labels"] or "")
+                order = int(row["turn"])
+            except (ValueError, json.JSONDecodeError) as error:
+                problem = TranscriptError(source, line, f"turn/ts/tone/labels: {error}")
+                if on_error is None:
+                    raise problem from None
+                on_error.append(ReadProblem(problem))
+                continue
+            dialogues.setdefault(row["dialogue_id"], []).append((order, line, turn))
+    for dialogue_id, rows in dialogues.items():
+        rows.sort(key=lambda item: item[0])
+        try:
+            yield parse_transcript({"id": dialogue_id, "turns": [turn for _, _, turn in rows]}, source, rows[0][1])
+        except TranscriptError as error:
+            if on_error is None:
+                raise
+            on_error.append(ReadProblem(error))
+
+
+# Real archives name more parties than the taxonomy: a merchant writing to platform support plays the customer.
+_REAL_ROLES = {"agent": "agent", "customer": "customer", "merchant": "customer"}
+
+
+def read_real_dialogues(paths: Iterable[str | Path]) -> list[Transcript]:
+    """Unlabeled real dialogues from other people's archives (e.g. CSDS), read leniently.
+
+    Extra fields are ignored, roles are mapped (merchant -> customer) or dropped (unknown), gold
+    labels are not read: these are for measuring false alarms or adding clean turns, not gold.
+    """
+    dialogues = []
+    for path in paths:
+        if Path(path).suffix.lower() != ".jsonl":  # CSV, JSON or text follow our own format
+            dialogues.extend(read_transcripts([path]))
+            continue
+        with Path(path).open(encoding="utf-8") as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise TranscriptError(str(path), line_number, f"not valid JSON: {error.msg}") from None
+                turns = [
+                    {"role": _REAL_ROLES[t["role"]], "text": str(t["text"]).strip()}
+                    for t in data.get("turns", [])
+                    if t.get("role") in _REAL_ROLES and str(t.get("text", "")).strip()
+                ]
+                if turns:
+                    dialogue_id = f"{Path(path).stem}:{data.get('id', line_number)}"
+                    dialogues.append(parse_transcript({"id": dialogue_id, "turns": turns}, str(path), line_number))
+    return dialogues
+
+
 def iter_transcripts(path: str | Path, on_error: list[ReadProblem] | None = None) -> Iterator[Transcript]:
-    """Stream dialogues from a ``.jsonl`` file (or a ``.json`` object/list, or ``.txt`` text).
+    """Stream dialogues from a ``.jsonl`` file (or a ``.json`` object/list, ``.csv`` rows, or ``.txt`` text).
 
     With ``on_error`` given, bad lines are appended to it and reading goes on; without it, the
     first bad line raises a :class:`TranscriptError`.
@@ -188,6 +274,8 @@ def iter_transcripts(path: str | Path, on_error: list[ReadProblem] | None = None
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         yield from _iter_jsonl(path, on_error)
+    elif suffix == ".csv":
+        yield from _iter_csv(path, on_error)
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
