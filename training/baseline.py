@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zhijian.config import LabelId
 from zhijian.featurize import AgentTurnFeatures
+from zhijian.template import Regex
 from zhijian.taxonomy import LABEL_IDS, LABEL_INDEX
 from zhijian.transcripts import Transcript
 
@@ -24,18 +25,8 @@ DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / "configs" / "baseline" 
 class KeywordRule(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    match: list[str] = Field(min_length=1)
-    unless: list[str] = Field(default_factory=list)
-
-    @field_validator("match", "unless")
-    @classmethod
-    def _compiles(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as error:
-                raise ValueError(f"bad regular expression {pattern!r}: {error}") from None
-        return patterns
+    match: list[Regex] = Field(min_length=1)
+    unless: list[Regex] = Field(default_factory=list)
 
 
 class KeywordConfig(BaseModel):

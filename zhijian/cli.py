@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from zhijian.config import ConfigError, load_config
-from zhijian.taxonomy import LABEL_BY_ID, TONE_NAMES, ROLE_ZH, unit_to_tone
+from zhijian.taxonomy import CHECK_BY_ID, LABEL_BY_ID, ROLE_ZH, TONE_NAMES, unit_to_tone
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Zhijian 质检: quality inspection of customer-service chats.")
 console = Console()
@@ -44,6 +44,17 @@ def _load_scorer(model: Path, device: str | None = None):
         return Scorer.load(model, device)
     except ModelFolderError as error:
         _fail(str(error))
+
+
+def _load_inspector(model: Path, template: Path | None, evidence: str = "clause", device: str | None = None):
+    from zhijian.inspector import Inspector, model_version
+    from zhijian.template import load_template
+
+    try:
+        rules = load_template(template)
+    except ConfigError as error:
+        _fail(str(error))
+    return Inspector(_load_scorer(model, device), rules, model_version(model), evidence)
 
 
 @app.command()
@@ -183,45 +194,79 @@ def calibrate(
     console.print(f"written to {Path(model) / 'zhijian.yaml'}")
 
 
-def _print_readable(result: dict) -> None:
-    console.print(f"[bold]{result['id']}[/]")
-    for turn in result["turns"]:
-        speaker = ROLE_ZH[turn["role"]]
-        console.print(f"  [{turn['index']}] {speaker}: {turn['text']}", highlight=False)
-        if turn["role"] != "agent":
+def _print_readable(result) -> None:
+    """The transcript with the violating spans highlighted, then the checks, the deductions and the score."""
+    from rich.table import Table
+    from rich.text import Text
+
+    verdict = "[green]PASS[/]" if result.passed else "[red]FAIL[/]" + (" (fatal item)" if result.fatal else "")
+    tone = f"   mean tone {unit_to_tone(result.tone):.1f}/5" if result.tone is not None else ""
+    console.print(f"[bold]{result.id}[/]   score [bold]{result.score:g}[/]/100 {verdict}{tone}   [dim]{result.versions.model} · {result.versions.template}[/]")
+    for turn in result.turns:
+        text = Text(f"  [{turn.index}] {ROLE_ZH[turn.role]}: ")
+        offset = len(text)
+        text.append(turn.text)
+        for start, end in (turn.evidence or {}).values():
+            text.stylize("bold red underline", offset + start, offset + end)
+        console.print(text, highlight=False)
+        if turn.role != "agent":
             continue
-        tone = unit_to_tone(turn["tone"])
-        console.print(f"      tone {tone:.1f}/5 ({TONE_NAMES[round(tone)]})", style="dim")
-        for hit in turn["labels"]:
-            label = LABEL_BY_ID[hit["label"]]
-            console.print(f"      [red]✗ {label.id}[/] {label.zh} ({label.severity.value}) p={hit['prob']:.2f}", highlight=False)
+        tone_points = unit_to_tone(turn.tone)
+        console.print(f"      tone {tone_points:.1f}/5 ({TONE_NAMES[round(tone_points)]})", style="dim")
+        for hit in turn.labels:
+            label = LABEL_BY_ID[hit.label]
+            span = (turn.evidence or {}).get(hit.label)
+            where = f" «{turn.text[span[0]:span[1]]}»" if span else ""
+            console.print(f"      [red]✗ {label.id}[/] {label.zh} ({label.severity.value}) p={hit.prob:.2f}{where}", highlight=False)
+    unchecked = [c.check for c in result.checks if c.status == "not_checked"]
+    if unchecked:
+        console.print(f"  [dim]not checked: {', '.join(unchecked)}[/]")
+    if result.deductions:
+        table = Table(box=None, padding=(0, 2), header_style="bold")
+        for column in ("turn", "source", "item", "points", "evidence"):
+            table.add_column(column, justify="right" if column in ("turn", "points") else "left")
+        for deduction in result.deductions:
+            item = LABEL_BY_ID.get(deduction.label) or CHECK_BY_ID.get(deduction.label)
+            evidence = ""
+            if deduction.turn is not None and deduction.span:
+                evidence = f"«{result.turns[deduction.turn].text[deduction.span[0]:deduction.span[1]]}»"
+            elif deduction.source == "check":
+                evidence = next((c.detail for c in result.checks if c.check == deduction.label and c.turn == deduction.turn), None) or ""
+            points = f"-{deduction.points:g}" + (" (capped)" if deduction.capped else "") + (" [red]fatal[/]" if deduction.fatal else "")
+            turn = "" if deduction.turn is None else str(deduction.turn)
+            table.add_row(turn, deduction.source, f"{deduction.label} {item.zh if item else ''}", points, evidence)
+        Console(width=max(console.width, 120)).print(table, highlight=False)  # rows stay whole when piped
+    console.print()
 
 
 @app.command()
 def score(
-    file: Annotated[Path, typer.Argument(help="Transcripts: .jsonl, .json or a 客服:/买家: .txt file.")],
+    file: Annotated[Path, typer.Argument(help="Transcripts: .jsonl, .json, .csv or a 客服:/买家: .txt file.")],
     model: ModelOption = DEFAULT_MODEL,
+    template: Annotated[Optional[Path], typer.Option(help="Scoring template with checks and shop rules (default: configs/scoring/default.yaml).")] = None,
+    evidence: Annotated[str, typer.Option(help="Evidence spans: 'clause' (occlusion over clauses), 'window' (over character windows) or 'none'.")] = "clause",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per dialogue, one per line.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write JSON Lines here, streaming, with a progress bar.")] = None,
     chunk: Annotated[int, typer.Option(help="Dialogues scored per step when streaming.")] = 64,
 ) -> None:
-    """Labels over threshold, with probabilities, and the tone of every agent turn."""
+    """Inspect dialogues: labels, evidence spans and tone per agent turn; checks, deductions and a 0–100 score per dialogue."""
     from zhijian.transcripts import ReadProblem, TranscriptError, iter_transcripts
 
     if not file.is_file():
         _fail(f"{file}: no such file")
-    scorer = _load_scorer(model)
+    if evidence not in ("clause", "window", "none"):
+        _fail(f"--evidence must be 'clause', 'window' or 'none', not {evidence!r}")
+    inspector = _load_inspector(model, template, evidence)
     problems: list[ReadProblem] = []
     try:
         if output is None:
-            results = scorer.score(list(iter_transcripts(file)))
-            for result in results:
+            for result in inspector.inspect(list(iter_transcripts(file))):
                 if as_json:
-                    print(json.dumps(result, ensure_ascii=False))
+                    print(json.dumps(result.to_json(), ensure_ascii=False))
                 else:
                     _print_readable(result)
             return
-        _stream(scorer, file, output, chunk, problems)
+        _stream(inspector, file, output, chunk, problems)
     except TranscriptError as error:
         _fail(str(error))
     if problems:
@@ -230,7 +275,7 @@ def score(
         _fail(f"{len(problems)} dialogue(s) could not be read and were skipped; the rest are in {output}", code=1)
 
 
-def _stream(scorer, file: Path, output: Path, chunk: int, problems) -> None:
+def _stream(inspector, file: Path, output: Path, chunk: int, problems) -> None:
     from tqdm import tqdm
 
     from zhijian.transcripts import iter_transcripts
@@ -241,15 +286,15 @@ def _stream(scorer, file: Path, output: Path, chunk: int, problems) -> None:
         for dialogue in iter_transcripts(file, on_error=problems):
             pending.append(dialogue)
             if len(pending) == chunk:
-                _write(scorer.score(pending), sink, bar)
+                _write(inspector.inspect(pending), sink, bar)
                 pending = []
         if pending:
-            _write(scorer.score(pending), sink, bar)
+            _write(inspector.inspect(pending), sink, bar)
 
 
-def _write(results: list[dict], sink, bar) -> None:
+def _write(results, sink, bar) -> None:
     for result in results:
-        sink.write(json.dumps(result, ensure_ascii=False) + "\n")
+        sink.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
     sink.flush()
     bar.update(len(results))
 
@@ -260,21 +305,24 @@ def serve(
     host: Annotated[Optional[str], typer.Option(help="Default: the model's serving.host (127.0.0.1).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Default: the model's serving.port.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda. Default: the model's serving.device.")] = None,
+    template: Annotated[Optional[Path], typer.Option(help="Scoring template (default: configs/scoring/default.yaml); re-read when the file changes.")] = None,
 ) -> None:
     """Serve POST /v1/score and GET /healthz over HTTP."""
     import uvicorn
 
     from serving.app import create_app
     from zhijian.model import ModelFolderError
+    from zhijian.template import load_template
 
     try:
         config = load_config(model)
     except ConfigError as error:
         _fail(f"{error} (is {model} a model folder made by `zhijian train`?)")
     try:
-        app_ = create_app(model, device)
+        load_template(template)  # a bad template is an error before the server starts
+        app_ = create_app(model, device, template)
         uvicorn.run(app_, host=host or config.serving.host, port=port or config.serving.port)
-    except ModelFolderError as error:
+    except (ModelFolderError, ConfigError) as error:
         _fail(str(error))
 
 

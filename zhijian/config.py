@@ -98,13 +98,18 @@ class TrainingSection(Section):
     logging_steps: int = Field(50, ge=1)
 
 
-def _known_label(label: str) -> str:
-    if label not in LABEL_IDS:
-        raise ValueError(f"unknown label {label!r}; labels are: {', '.join(LABEL_IDS)}")
-    return label
+def one_of(kind: str, ids: tuple[str, ...]) -> AfterValidator:
+    """A validator for ids of one kind (labels, checks): anything else is an error that lists them."""
+
+    def check(value: str) -> str:
+        if value not in ids:
+            raise ValueError(f"unknown {kind} {value!r}; {kind}s are: {', '.join(ids)}")
+        return value
+
+    return AfterValidator(check)
 
 
-LabelId = Annotated[str, AfterValidator(_known_label)]
+LabelId = Annotated[str, one_of("label", LABEL_IDS)]
 """A label id of the taxonomy; anything else is an error that lists the labels."""
 
 
@@ -155,7 +160,7 @@ class ZhijianConfig(Section):
         return path
 
 
-def _describe(error: ValidationError) -> str:
+def describe_validation_error(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
@@ -189,6 +194,19 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; errors name the file."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such {what}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return raw
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ZhijianConfig:
     """Read a YAML config (or start from defaults), apply ``key=value`` overrides, validate."""
     raw: dict[str, Any] = {}
@@ -199,16 +217,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if path.is_dir():
             path = path / CONFIG_FILE
             source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{source}: no such config file")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{source}: not valid YAML: {error}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections")
+        raw = read_yaml_mapping(path, "config file")
     raw = _merge(raw, parse_overrides(overrides or []))
     try:
         return ZhijianConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{source}: {_describe(error)}") from None
+        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None

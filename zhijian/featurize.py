@@ -69,6 +69,9 @@ class Featurizer:
         second = [*target, self.sep_id]
         return first + second, [0] * len(first) + [1] * len(second)
 
+    def _context_start(self, turn: int) -> int:
+        return max(0, turn - self.config.context_turns)
+
     def encode(self, dialogues: Sequence[Transcript]) -> list[AgentTurnFeatures]:
         """Features for every agent turn of every dialogue, in order."""
         texts = [turn.text for dialogue in dialogues for turn in dialogue.turns]
@@ -79,13 +82,22 @@ class Featurizer:
             for t, turn in enumerate(dialogue.turns):
                 if turn.role != AGENT:
                     continue
-                start = max(0, t - self.config.context_turns)
                 context = [
-                    self.role_prefix[dialogue.turns[c].role] + turn_ids[c] for c in range(start, t)
+                    self.role_prefix[dialogue.turns[c].role] + turn_ids[c] for c in range(self._context_start(t), t)
                 ]
                 input_ids, token_type_ids = self.encode_pair(context, turn_ids[t])
                 features.append(AgentTurnFeatures(d, t, input_ids, token_type_ids))
         return features
+
+    def encode_variants(self, dialogue: Transcript, turn: int, texts: Sequence[str], d: int = 0) -> list[AgentTurnFeatures]:
+        """One agent turn with its real context but other target texts (occlusion: the turn with a span cut out)."""
+        window = range(self._context_start(turn), turn)
+        context_ids = self._tokenize([dialogue.turns[c].text for c in window])
+        context = [self.role_prefix[dialogue.turns[c].role] + ids for c, ids in zip(window, context_ids)]
+        return [
+            AgentTurnFeatures(d, turn, *self.encode_pair(context, target))
+            for target in self._tokenize(list(texts))
+        ]
 
 
 def pad_batch(rows: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, "torch.Tensor"]:

@@ -13,7 +13,7 @@ import torch
 from zhijian.config import ZhijianConfig
 from zhijian.featurize import AgentTurnFeatures, Featurizer, pad_batch
 from zhijian.model import load_model_folder
-from zhijian.taxonomy import AGENT, LABEL_IDS
+from zhijian.taxonomy import LABEL_IDS
 from zhijian.transcripts import Transcript
 
 
@@ -56,9 +56,14 @@ class Scorer:
         device = resolve_device(device or config.serving.device)
         return cls(model.to(device), tokenizer, config, device)
 
-    @torch.inference_mode()
     def predict(self, dialogues: Sequence[Transcript], batch_size: int | None = None) -> Predictions:
         features = self.featurizer.encode(dialogues)
+        logits, tone = self.forward(features, batch_size)
+        return Predictions(features, logits, self.calibrated(logits), tone)
+
+    @torch.inference_mode()
+    def forward(self, features: Sequence[AgentTurnFeatures], batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw label logits (turns, labels) and tone (turns,) for encoded agent turns."""
         count = len(features)
         logits = np.zeros((count, len(LABEL_IDS)), dtype=np.float32)
         tone = np.zeros(count, dtype=np.float32)
@@ -71,32 +76,7 @@ class Scorer:
             output = self.model(**{key: value.to(self.device) for key, value in batch.items()})
             logits[chosen] = output.logits.float().cpu().numpy()
             tone[chosen] = output.tone.float().cpu().numpy()
-        return Predictions(features, logits, self.calibrated(logits), tone)
+        return logits, tone
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
         return sigmoid(logits / self.temperature + self.bias)
-
-    def score(self, dialogues: Sequence[Transcript]) -> list[dict]:
-        """The `score --json` structure, one dict per dialogue."""
-        predictions = self.predict(dialogues)
-        by_turn = {(f.dialogue, f.turn): i for i, f in enumerate(predictions.features)}
-        results = []
-        for d, dialogue in enumerate(dialogues):
-            turns = []
-            for t, turn in enumerate(dialogue.turns):
-                entry: dict = {"index": t, "role": turn.role, "text": turn.text}
-                if turn.role == AGENT:
-                    row = by_turn[(d, t)]
-                    probs = predictions.probs[row]
-                    flagged = np.flatnonzero(probs >= self.thresholds)
-                    entry["labels"] = [
-                        {"label": LABEL_IDS[k], "prob": round(float(probs[k]), 4)}
-                        for k in sorted(flagged, key=lambda k: -probs[k])
-                    ]
-                    entry["tone"] = round(float(predictions.tone[row]), 4)
-                turns.append(entry)
-            result = {"id": dialogue.id, "turns": turns}
-            if dialogue.meta:
-                result["meta"] = dialogue.meta
-            results.append(result)
-        return results

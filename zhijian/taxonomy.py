@@ -59,3 +59,24 @@ def tone_to_unit(tone: float) -> float:
 def unit_to_tone(unit: float) -> float:
     """The model's [0, 1] output -> the 1–5 scale a person reads."""
     return TONE_MIN + unit * (TONE_MAX - TONE_MIN)
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    zh: str
+    needs_time: bool  # only checked when the turns carry `ts`
+
+
+# Section 3 of the taxonomy: rules over the whole transcript (text and timestamps), not the model.
+CHECKS: tuple[Check, ...] = (
+    Check("no_greeting", "缺少问候", False),
+    Check("no_closing", "缺少结束语", False),
+    Check("slow_first_response", "首次响应慢", True),
+    Check("slow_response", "响应超时", True),
+    Check("unanswered", "未回复", False),
+    Check("repeated_question", "重复询问", False),
+    Check("message_flood", "刷屏骚扰", False),
+)
+CHECK_IDS: tuple[str, ...] = tuple(check.id for check in CHECKS)
+CHECK_BY_ID: dict[str, Check] = {check.id: check for check in CHECKS}
