@@ -1,46 +1,96 @@
 """`zhijian serve`: the inspector behind FastAPI.
 
-``POST /v1/score`` takes one transcript or a list and answers with what ``zhijian score --json``
-prints (the same :class:`DialogueResult`); ``GET /healthz`` says whether the model is loaded, on
-which device, and which model and scoring template versions answer. The template file is re-read
-when it changes.
+Routes: ``POST /v1/score`` (one transcript, a list, or a plain-text chat -> the same
+:class:`DialogueResult` as ``zhijian score --json``), ``POST /v1/utterances`` (bare agent texts
+with optional context, for checks while the agent types), ``GET /v1/model``, ``GET /healthz``
+(alive), ``GET /readyz`` (model loaded and warmed up), ``GET /metrics`` (Prometheus), and the
+inspector page at ``/``. Requests share model calls through a micro-batcher with a bounded queue;
+limits, the optional API key and the scoring template (re-read when its file changes) come from
+the model folder's ``serving`` config and the template file.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import os
+import secrets
+import time
+import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from pydantic import BaseModel, TypeAdapter
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, Field, TypeAdapter
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from zhijian.config import ConfigError
+from serving.batcher import MicroBatcher, Overloaded
+from zhijian.config import ConfigError, ServingSection
 from zhijian.inspector import Inspector, model_version
-from zhijian.result import DialogueResult
+from zhijian.result import DialogueResult, TurnResult
 from zhijian.scorer import Scorer
+from zhijian.taxonomy import LABEL_BY_ID, LABEL_IDS
 from zhijian.template import DEFAULT_TEMPLATE, ScoringTemplate, load_template
-from zhijian.transcripts import Transcript, TranscriptError, parse_transcript
-
+from zhijian.transcripts import Transcript, TranscriptError, parse_text, parse_transcript
 
 log = logging.getLogger("zhijian.serving")
+STATIC = Path(__file__).resolve().parent / "static"
+RETRY_AFTER_SECONDS = 1
 
 
 class Health(BaseModel):
     status: str
-    device: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    model: str | None = None
+    template: str | None = None
+    template_error: str | None = None
+
+
+class LabelInfo(BaseModel):
+    id: str
+    zh: str
+    severity: str
+    threshold: float
+
+
+class ModelInfo(BaseModel):
     model: str
     template: str
-    template_error: str | None = None
+    device: str
+    backend: str
+    calibrated: bool
+    labels: list[LabelInfo]
+    limits: dict[str, int]
+
+
+class ContextTurn(BaseModel):
+    role: str = Field(pattern="^(agent|customer)$")
+    text: str = Field(min_length=1)
+
+
+class Utterance(BaseModel):
+    text: str = Field(min_length=1, description="The agent's reply, as typed so far.")
+    context: list[ContextTurn] = Field(default_factory=list, description="Earlier turns, oldest first.")
+
+
+class UtterancesRequest(BaseModel):
+    utterances: list[Utterance] = Field(min_length=1)
+
+
+class UtterancesResponse(BaseModel):
+    results: list[TurnResult]
+    versions: dict[str, str]
 
 
 class TemplateFile:
     """The scoring template, re-read when its file changes: a shop edits its rules, the next request uses them.
 
-    A file that no longer validates is reported (``/healthz``, the log) and the last good template
+    A file that no longer validates is reported (``/readyz``, the log) and the last good template
     stays in use, so a typo never takes scoring down.
     """
 
@@ -67,32 +117,83 @@ class TemplateFile:
         return self.template
 
 
-def get_inspector(request: Request) -> Inspector:
-    """The inspector loaded at startup, under the template as it is now (a dependency, so tests can override it)."""
-    state = request.app.state
-    template = state.template_file.current()
-    if template is not state.inspector.template:
-        state.inspector = state.inspector.with_template(template)
-    return state.inspector
+class Metrics:
+    """Prometheus metrics in the app's own registry (several apps can live in one process, as in tests)."""
 
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("zhijian_requests_total", "Requests by route and status.", ["route", "status"], registry=self.registry)
+        self.latency = Histogram("zhijian_request_seconds", "Request latency by route.", ["route"], registry=self.registry)
+        self.batch_size = Histogram(
+            "zhijian_batch_dialogues", "Dialogues per model call.", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry
+        )
+        self.model_latency = Histogram("zhijian_model_seconds", "Seconds per model call (a whole micro-batch).", registry=self.registry)
+        self.queue_depth = Gauge("zhijian_queue_depth", "Requests waiting for the model.", registry=self.registry)
 
-InspectorDep = Annotated[Inspector, Depends(get_inspector)]
+    def batch(self, dialogues: int, seconds: float) -> None:
+        self.batch_size.observe(dialogues)
+        self.model_latency.observe(seconds)
 
 
 SCORE_REQUEST_DOC = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": TypeAdapter(Transcript | list[Transcript]).json_schema()}},
+        "content": {
+            "application/json": {"schema": TypeAdapter(Transcript | list[Transcript]).json_schema()},
+            "text/plain": {"schema": {"type": "string", "example": "买家: 能开发票吗\n客服: 要发票得加6个点\n"}},
+        },
     }
 }
 
 
-async def read_transcripts_body(request: Request) -> Transcript | list[Transcript]:
-    """The body as JSON whatever its content type (`curl -d @chat.json` sends a form type), validated.
+def _check_limits(dialogues: list[Transcript], limits: ServingSection, single: bool) -> None:
+    """Every limit breach, named with the field and the config key (422)."""
+    problems = []
+    if len(dialogues) > limits.max_dialogues:
+        problems.append(f"body: {len(dialogues)} dialogues, the limit is {limits.max_dialogues} (serving.max_dialogues)")
+    for n, dialogue in enumerate(dialogues):
+        where = "body" if single else f"body[{n}]"
+        if len(dialogue.turns) > limits.max_turns:
+            problems.append(f"{where}.turns: {len(dialogue.turns)} turns, the limit is {limits.max_turns} (serving.max_turns)")
+        for t, turn in enumerate(dialogue.turns):
+            if len(turn.text) > limits.max_turn_chars:
+                problems.append(
+                    f"{where}.turns[{t}].text: {len(turn.text)} characters, the limit is {limits.max_turn_chars} (serving.max_turn_chars)"
+                )
+    if problems:
+        raise HTTPException(422, problems[:20])
 
-    Errors name the field: ``[1].turns[0].role: Input should be 'agent' or 'customer'``.
-    """
+
+async def _read_body(request: Request) -> bytes:
+    limit = request.app.state.limits.max_request_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"body: {declared} bytes, the limit is {limit} (serving.max_request_bytes)")
     raw = await request.body()
+    if len(raw) > limit:
+        raise HTTPException(413, f"body: {len(raw)} bytes, the limit is {limit} (serving.max_request_bytes)")
+    return raw
+
+
+async def read_transcripts_body(request: Request) -> tuple[list[Transcript], bool]:
+    """The dialogues of a request and whether it sent one (an object or a one-dialogue text).
+
+    A plain-text transcript (``text/plain``), or JSON whatever its content type (`curl -d
+    @chat.json` sends a form type). Errors name the field: ``body[1]: turns[0].role: ...``.
+    """
+    raw = await _read_body(request)
+    limits = request.app.state.limits
+    if request.headers.get("content-type", "").startswith("text/plain"):
+        try:
+            dialogues = parse_text(raw.decode("utf-8"), "body")
+        except UnicodeDecodeError as error:
+            raise HTTPException(400, f"the body is not UTF-8 text: {error}") from None
+        except TranscriptError as error:
+            raise HTTPException(422, [str(error)]) from None
+        if not dialogues:
+            raise HTTPException(422, ["body: no turns (one 客服:/买家: line per turn)"])
+        _check_limits(dialogues, limits, len(dialogues) == 1)
+        return dialogues, len(dialogues) == 1
     try:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -103,6 +204,8 @@ async def read_transcripts_body(request: Request) -> Transcript | list[Transcrip
         items, single = data, False
     else:
         raise HTTPException(422, "the body must be one transcript (an object) or a non-empty list of them")
+    if len(items) > limits.max_dialogues:
+        raise HTTPException(422, [f"body: {len(items)} dialogues, the limit is {limits.max_dialogues} (serving.max_dialogues)"])
     dialogues, problems = [], []
     for number, item in enumerate(items):
         try:
@@ -111,36 +214,173 @@ async def read_transcripts_body(request: Request) -> Transcript | list[Transcrip
             problems.append(str(error))
     if problems:
         raise HTTPException(422, problems)
-    return dialogues[0] if single else dialogues
+    _check_limits(dialogues, limits, single)
+    return dialogues, single
 
 
-def create_app(model_dir: str | Path, device: str | None = None, template: str | Path | None = None) -> FastAPI:
+def require_api_key(request: Request) -> None:
+    """With an API key configured, every /v1 route needs ``Authorization: Bearer <key>``."""
+    expected = request.app.state.api_key
+    if not expected:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip(), expected):
+        raise HTTPException(401, "missing or wrong API key (Authorization: Bearer <key>)", headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_inspector(app: FastAPI) -> Inspector:
+    """The loaded inspector, under the template as it is now."""
+    state = app.state
+    template = state.template_file.current()
+    if template is not state.inspector.template:
+        state.inspector = state.inspector.with_template(template)
+    return state.inspector
+
+
+def get_inspector(request: Request) -> Inspector:
+    """A dependency, so tests can override it."""
+    return current_inspector(request.app)
+
+
+InspectorDep = Annotated[Inspector, Depends(get_inspector)]
+Authorized = [Depends(require_api_key)]
+
+
+async def _inspect(request: Request, dialogues: list[Transcript]) -> list[DialogueResult]:
+    state = request.app.state
+    state.metrics.queue_depth.set(state.batcher.depth)
+    try:
+        return await state.batcher.submit(dialogues)
+    except Overloaded as error:
+        raise HTTPException(503, f"busy: {error}; retry shortly", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+
+
+def create_app(
+    model_dir: str | Path,
+    device: str | None = None,
+    template: str | Path | None = None,
+    serving: dict[str, Any] | None = None,
+    api_key: str | None = None,
+) -> FastAPI:
+    """The app for one model folder; `serving` overrides keys of the folder's `serving` config.
+
+    The API key is `api_key`, else the environment variable named by `serving.api_key_env`.
+    """
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.template_file = TemplateFile(template)
-        app.state.inspector = Inspector(
-            Scorer.load(model_dir, device), app.state.template_file.template, model_version(model_dir)
+        state = app.state
+        state.ready = False
+        state.template_file = TemplateFile(template)
+        scorer = Scorer.load(model_dir, device)
+        state.limits = scorer.config.serving.model_copy(update=serving or {})
+        state.api_key = api_key or os.environ.get(state.limits.api_key_env) or None
+        state.inspector = Inspector(scorer, state.template_file.template, model_version(model_dir))
+        state.inspector.inspect([Transcript(id="warm-up", turns=[{"role": "agent", "text": "您好,请问有什么可以帮您"}])])
+        state.batcher = MicroBatcher(
+            lambda dialogues: current_inspector(app).inspect(dialogues),
+            max_dialogues=state.limits.batch_max_dialogues,
+            max_wait=state.limits.batch_max_wait_ms / 1000,
+            queue_size=state.limits.queue_size,
+            on_batch=state.metrics.batch,
         )
-        # One forward pass at a time: torch already uses every core for one batch.
-        app.state.lock = asyncio.Lock()
+        state.batcher.start()
+        state.ready = True
+        log.info("ready: %s on %s, template %s", state.inspector.versions.model, scorer.device, state.inspector.versions.template)
         yield
+        state.ready = False
+        await state.batcher.stop()
 
     app = FastAPI(title="Zhijian 质检", version="0.1.0", lifespan=lifespan)
+    app.state.metrics = Metrics()
+    app.state.ready = False
+    app.state.limits = ServingSection().model_copy(update=serving or {})  # until the model folder is read
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        """Request id, timing, metrics and one log line per request (no transcript text unless serving.log_text)."""
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        start = time.perf_counter()
+        response = await call_next(request)
+        seconds = time.perf_counter() - start
+        route = request.scope.get("route")
+        name = route.path if route is not None else "unmatched"
+        app.state.metrics.requests.labels(name, str(response.status_code)).inc()
+        app.state.metrics.latency.labels(name).observe(seconds)
+        response.headers["X-Request-ID"] = request_id
+        log.info("%s %s %s %d %.1f ms", request_id, request.method, name, response.status_code, 1000 * seconds)
+        return response
+
+    @app.get("/", include_in_schema=False)
+    def inspector_page() -> FileResponse:
+        """The inspector page: paste a chat or drop a JSON Lines file (static, no build step)."""
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
     @app.get("/healthz")
-    def healthz(request: Request, inspector: InspectorDep) -> Health:
-        return Health(
-            status="ok", device=inspector.scorer.device, model=inspector.versions.model,
-            template=inspector.versions.template, template_error=request.app.state.template_file.error,
+    def healthz() -> Health:
+        """The process answers."""
+        return Health(status="ok")
+
+    @app.get("/readyz", responses={503: {"model": Ready}})
+    def readyz(request: Request):
+        """The model is loaded and warmed up (503 until then)."""
+        state = request.app.state
+        if not state.ready:
+            return JSONResponse(Ready(ready=False).model_dump(), status_code=503)
+        return Ready(
+            ready=True, model=state.inspector.versions.model, template=state.template_file.current().version_tag,
+            template_error=state.template_file.error,
         )
 
-    @app.post("/v1/score", openapi_extra=SCORE_REQUEST_DOC)
-    async def score(request: Request, inspector: InspectorDep) -> DialogueResult | list[DialogueResult]:
-        """One transcript (an object) or several (a list), in the taxonomy's format."""
-        body = await read_transcripts_body(request)
-        dialogues = body if isinstance(body, list) else [body]
-        async with request.app.state.lock:
-            results = await asyncio.to_thread(inspector.inspect, dialogues)
-        return results if isinstance(body, list) else results[0]
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        state = request.app.state
+        if getattr(state, "batcher", None):
+            state.metrics.queue_depth.set(state.batcher.depth)
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/model", dependencies=Authorized)
+    def model_info(request: Request, inspector: InspectorDep) -> ModelInfo:
+        """Labels with their thresholds, model and template versions, device and backend, limits."""
+        scorer, limits = inspector.scorer, request.app.state.limits
+        return ModelInfo(
+            model=inspector.versions.model, template=inspector.versions.template, device=scorer.device,
+            backend=limits.backend, calibrated=bool(scorer.config.calibration.temperature),
+            labels=[
+                LabelInfo(id=label, zh=LABEL_BY_ID[label].zh, severity=LABEL_BY_ID[label].severity.value, threshold=float(scorer.thresholds[k]))
+                for k, label in enumerate(LABEL_IDS)
+            ],
+            limits={key: getattr(limits, key) for key in ("max_dialogues", "max_turns", "max_turn_chars", "max_request_bytes", "queue_size", "batch_max_dialogues")},
+        )
+
+    @app.post("/v1/score", openapi_extra=SCORE_REQUEST_DOC, dependencies=Authorized, responses={503: {"description": "Busy; see Retry-After."}})
+    async def score(request: Request) -> DialogueResult | list[DialogueResult]:
+        """One transcript (an object), several (a list), or a plain-text chat (`text/plain`), in the taxonomy's format."""
+        dialogues, single = await read_transcripts_body(request)
+        if request.app.state.limits.log_text:
+            log.info("texts: %s", json.dumps([d.model_dump() for d in dialogues], ensure_ascii=False))
+        results = await _inspect(request, dialogues)
+        return results[0] if single else results
+
+    @app.post("/v1/utterances", dependencies=Authorized, responses={503: {"description": "Busy; see Retry-After."}})
+    async def utterances(request: Request, body: UtterancesRequest) -> UtterancesResponse:
+        """Agent replies with optional context: labels, tone and evidence per reply, while the agent types."""
+        limits = request.app.state.limits
+        problems = [
+            f"utterances[{n}].text: {len(u.text)} characters, the limit is {limits.max_turn_chars} (serving.max_turn_chars)"
+            for n, u in enumerate(body.utterances)
+            if len(u.text) > limits.max_turn_chars
+        ]
+        if len(body.utterances) > limits.max_dialogues:
+            problems.append(f"utterances: {len(body.utterances)}, the limit is {limits.max_dialogues} (serving.max_dialogues)")
+        if problems:
+            raise HTTPException(422, problems)
+        dialogues = [
+            Transcript(id=f"u{n}", turns=[*(turn.model_dump() for turn in u.context[-limits.max_turns + 1 :]), {"role": "agent", "text": u.text}])
+            for n, u in enumerate(body.utterances)
+        ]
+        results = await _inspect(request, dialogues)
+        versions = results[0].versions.model_dump()
+        return UtterancesResponse(results=[result.turns[-1] for result in results], versions=versions)
 
     return app

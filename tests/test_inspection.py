@@ -176,5 +176,5 @@ def test_server_picks_up_a_changed_template_and_keeps_the_last_good_one(tiny_mod
         os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
         response = client.post("/v1/score", json=body)
         assert response.status_code == 200 and any(d["label"] == "gift" for d in response.json()["deductions"])
-        health = client.get("/healthz").json()
-        assert "not valid YAML" in health["template_error"] and health["template"] == "default@1"
+        ready = client.get("/readyz").json()
+        assert "not valid YAML" in ready["template_error"] and ready["template"] == "default@1"

@@ -112,8 +112,8 @@ def test_resume_continues_from_the_last_complete_checkpoint(tiny_data, tmp_path)
 def test_server_scores_one_transcript_or_a_list(tiny_model):
     body = {"id": "api-1", "turns": [{"role": "customer", "text": "要发票"}, {"role": "agent", "text": "要发票得加6个点"}]}
     with TestClient(create_app(tiny_model, "cpu")) as client:
-        health = client.get("/healthz").json()
-        assert health["status"] == "ok" and health["device"] == "cpu"
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/v1/model").json()["device"] == "cpu"
         one = client.post("/v1/score", json=body)
         assert one.status_code == 200
         assert one.json()["turns"][1]["labels"][0]["label"] == "invoice_refusal"

@@ -136,7 +136,21 @@ class ServingSection(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        "torch", description="torch, or an ONNX Runtime model written by `zhijian export` (onnx-int8: quantized)."
+    )
     batch_size: int = Field(32, ge=1, description="Agent turns per forward pass.")
+    batch_max_dialogues: int = Field(32, ge=1, description="Requests' dialogues gathered into one model call.")
+    batch_max_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a batch waits for company.")
+    queue_size: int = Field(64, ge=1, description="Requests waiting for the model; beyond it the server answers 503.")
+    max_dialogues: int = Field(256, ge=1, description="Dialogues per request.")
+    max_turns: int = Field(400, ge=1, description="Turns per dialogue.")
+    max_turn_chars: int = Field(2000, ge=1, description="Characters per turn.")
+    max_request_bytes: int = Field(4_000_000, ge=1024, description="Request body size (413 beyond it).")
+    api_key_env: str = Field(
+        "ZHIJIAN_API_KEY", description="When this environment variable is set, requests need `Authorization: Bearer <its value>`."
+    )
+    log_text: bool = Field(False, description="Log transcript text with each request (off: ids, sizes and timings only).")
 
 
 class ZhijianConfig(Section):

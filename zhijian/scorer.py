@@ -54,7 +54,10 @@ class Scorer:
         """Load a trained model folder; `device` defaults to the folder's `serving.device`."""
         model, tokenizer, config = load_model_folder(folder)
         device = resolve_device(device or config.serving.device)
-        return cls(model.to(device), tokenizer, config, device)
+        model = model.to(device)
+        if device.startswith("cuda"):
+            model = model.half()  # fp16 on a GPU: twice the speed, probabilities read back as float32
+        return cls(model, tokenizer, config, device)
 
     def predict(self, dialogues: Sequence[Transcript], batch_size: int | None = None) -> Predictions:
         features = self.featurizer.encode(dialogues)

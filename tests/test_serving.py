@@ -1,0 +1,121 @@
+"""The real server on a loopback port: every route, the 4xx paths, the API key, overload (503), micro-batching."""
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from conftest import live_server
+from serving.app import create_app
+
+CHAT = "买家: 能开发票吗\n客服: 要发票得加6个点\n"
+BODY = {"id": "api-1", "turns": [{"role": "customer", "text": "要发票"}, {"role": "agent", "text": "要发票得加6个点"}]}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model):
+    with live_server(create_app(tiny_model, "cpu", serving={"max_request_bytes": 4096, "max_turns": 6, "max_turn_chars": 50})) as url:
+        yield url
+
+
+def test_every_route_answers(server):
+    with httpx.Client(base_url=server) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").json()["ready"] is True
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        info = client.get("/v1/model").json()
+        assert len(info["labels"]) == 12 and info["device"] == "cpu" and info["template"] == "default@1"
+        assert {label["id"]: label for label in info["labels"]}["abuse"]["zh"] == "辱骂"
+        one = client.post("/v1/score", json=BODY).json()
+        assert one["turns"][1]["labels"][0]["label"] == "invoice_refusal" and 0 <= one["score"] <= 100
+        many = client.post("/v1/score", json=[BODY, {**BODY, "id": "api-2"}]).json()
+        assert [d["id"] for d in many] == ["api-1", "api-2"]
+        text = client.post("/v1/score", content=CHAT.encode(), headers={"content-type": "text/plain; charset=utf-8"})
+        assert text.status_code == 200 and text.json()["turns"][1]["evidence"]["invoice_refusal"] == [0, 8]
+        live = client.post("/v1/utterances", json={"utterances": [{"text": "买不起就别问,神经病", "context": [{"role": "customer", "text": "太贵了"}]}]})
+        assert live.status_code == 200 and "abuse" in [hit["label"] for hit in live.json()["results"][0]["labels"]]
+        assert client.get("/openapi.json").json()["paths"].keys() >= {"/v1/score", "/v1/utterances", "/v1/model", "/readyz"}
+        metrics = client.get("/metrics").text
+        assert 'zhijian_requests_total{route="/v1/score",status="200"}' in metrics and "zhijian_queue_depth" in metrics
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "message"),
+    [
+        ({"content": b"{oops"}, 400, "not valid JSON"),
+        ({"json": []}, 422, "non-empty list"),
+        ({"json": {"id": "x", "turns": [{"role": "manager", "text": "hi"}]}}, 422, "turns[0].role"),
+        ({"json": {"id": "x", "turns": [{"role": "agent", "text": "好"}] * 7}}, 422, "7 turns, the limit is 6 (serving.max_turns)"),
+        ({"json": {"id": "x", "turns": [{"role": "agent", "text": "好" * 51}]}}, 422, "turns[0].text: 51 characters, the limit is 50"),
+        ({"json": [{"id": "x", "turns": [{"role": "agent", "text": "好" * 40}]}] * 60}, 413, "the limit is 4096 (serving.max_request_bytes)"),
+        ({"content": "客服 没有冒号\n".encode(), "headers": {"content-type": "text/plain"}}, 422, "body:1"),
+    ],
+)
+def test_bad_input_gets_a_4xx_that_names_the_field_and_the_limit(server, request_kwargs, status, message):
+    response = httpx.post(f"{server}/v1/score", **request_kwargs)
+    assert response.status_code == status
+    assert message in str(response.json()["detail"])
+
+
+def test_utterance_limits_are_named_too(server):
+    response = httpx.post(f"{server}/v1/utterances", json={"utterances": [{"text": "好" * 51}]})
+    assert response.status_code == 422 and "utterances[0].text: 51 characters" in str(response.json()["detail"])
+    assert httpx.post(f"{server}/v1/utterances", json={"utterances": []}).status_code == 422
+
+
+def test_api_key_guards_the_v1_routes_but_not_health(tiny_model):
+    with live_server(create_app(tiny_model, "cpu", api_key="s3cret")) as url:
+        assert httpx.post(f"{url}/v1/score", json=BODY).status_code == 401
+        assert httpx.get(f"{url}/v1/model", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.post(f"{url}/v1/score", json=BODY, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(f"{url}/healthz").status_code == 200 and httpx.get(f"{url}/readyz").status_code == 200
+
+
+def _slow(app, seconds: float, seen: list[int]):
+    """Make every model call take `seconds` and record its batch size."""
+    inspector = app.state.inspector
+    real = inspector.inspect
+
+    def inspect(dialogues):
+        seen.append(len(dialogues))
+        time.sleep(seconds)
+        return real(dialogues)
+
+    inspector.inspect = inspect
+
+
+def test_a_full_queue_answers_503_with_retry_after(tiny_model):
+    app = create_app(tiny_model, "cpu", serving={"queue_size": 1, "batch_max_dialogues": 1, "batch_max_wait_ms": 0})
+    with live_server(app) as url:
+        _slow(app, 1.0, [])
+        answers = []
+
+        def post():
+            answers.append(httpx.post(f"{url}/v1/score", json=BODY, timeout=30))
+
+        first = threading.Thread(target=post)
+        first.start()
+        time.sleep(0.3)  # the worker is busy with the first request
+        second = threading.Thread(target=post)
+        second.start()
+        time.sleep(0.2)  # the second waits in the queue, which is now full
+        refused = httpx.post(f"{url}/v1/score", json=BODY, timeout=30)
+        first.join(), second.join()
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert [a.status_code for a in answers] == [200, 200]  # nothing already accepted is lost
+
+
+def test_concurrent_requests_share_model_calls(tiny_model):
+    app = create_app(tiny_model, "cpu", serving={"batch_max_wait_ms": 300, "batch_max_dialogues": 32})
+    with live_server(app) as url:
+        batches: list[int] = []
+        _slow(app, 0.0, batches)
+        threads = [threading.Thread(target=httpx.post, args=(f"{url}/v1/score",), kwargs={"json": BODY, "timeout": 30}) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(batches) == 6 and len(batches) < 6
+        assert "zhijian_batch_dialogues_count" in httpx.get(f"{url}/metrics").text
