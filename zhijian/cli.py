@@ -12,7 +12,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from zhijian.config import ConfigError, load_config
+from zhijian.config import ConfigError, load_config, parse_overrides
 from zhijian.taxonomy import CHECK_BY_ID, LABEL_BY_ID, ROLE_ZH, TONE_NAMES, unit_to_tone
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Zhijian 质检: quality inspection of customer-service chats.")
@@ -306,8 +306,9 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Default: the model's serving.port.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda. Default: the model's serving.device.")] = None,
     template: Annotated[Optional[Path], typer.Option(help="Scoring template (default: configs/scoring/default.yaml); re-read when the file changes.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a serving key: serving.queue_size=128 (repeatable).")] = None,
 ) -> None:
-    """Serve POST /v1/score and GET /healthz over HTTP."""
+    """Serve the API (/v1/score, /v1/utterances, /v1/model, /healthz, /readyz, /metrics) and the inspector page at /."""
     import uvicorn
 
     from serving.app import create_app
@@ -319,8 +320,13 @@ def serve(
     except ConfigError as error:
         _fail(f"{error} (is {model} a model folder made by `zhijian train`?)")
     try:
+        overrides = parse_overrides(set_ or [])
+        if set(overrides) - {"serving"}:
+            raise ConfigError(f"--set: only serving.* keys apply when serving, not {sorted(set(overrides) - {'serving'})}")
+        config = load_config(model, set_ or [])  # validates the overrides against the schema
         load_template(template)  # a bad template is an error before the server starts
-        app_ = create_app(model, device, template)
+        _setup_logging()
+        app_ = create_app(model, device, template, serving=overrides.get("serving"))
         uvicorn.run(app_, host=host or config.serving.host, port=port or config.serving.port)
     except (ModelFolderError, ConfigError) as error:
         _fail(str(error))
