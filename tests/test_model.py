@@ -57,6 +57,8 @@ def test_model_folder_loads_with_automodel_and_with_zhijian(tmp_path):
     loaded, _, config = load_model_folder(folder)
     assert torch.equal(loaded.classifier.weight, model.classifier.weight)
     assert config.model.base == "scratch" and loaded.config.id2label[4] == "abuse"
+    # readable by others (a container's non-root user), not private like the temporary folder it was built in
+    assert folder.stat().st_mode & 0o005 == 0o005 and (folder / "model.safetensors").stat().st_mode & 0o004
 
 
 def test_saving_again_replaces_the_folder_whole(tmp_path):

@@ -168,6 +168,12 @@ def save_model_folder(model: ZhijianModel, tokenizer, config: ZhijianConfig, fol
         ordered = sorted(vocab.items(), key=lambda item: item[1])
         (staging / "vocab.txt").write_text("\n".join(token for token, _ in ordered) + "\n", encoding="utf-8")
     config.save(staging)
+    # mkdtemp makes a private (0700) folder; a model folder is shared (a container's non-root user reads it).
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)
+    for path in staging.iterdir():
+        path.chmod(0o666 & ~umask)
     if folder.exists():
         retired = folder.with_name(f".{folder.name}.old")
         shutil.rmtree(retired, ignore_errors=True)
