@@ -1,4 +1,9 @@
-"""The one result object: what `zhijian score --json`, the API and the report all give for a dialogue."""
+"""The one result object: what `zhijian score --json`, the API and the report all give for a dialogue.
+
+Spans are ``[start, end)`` offsets into the turn's ``text`` in Unicode code points (Python string
+indices): ``text[start:end]``. JavaScript strings count UTF-16 units, so a page slices with
+``Array.from(text)`` when emoji come before a span.
+"""
 
 from __future__ import annotations
 
