@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import socket
 import subprocess
 import sys
@@ -26,25 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import MODELS, machine, model_folder  # noqa: E402
-
-
-def ten_turn_dialogues(count: int = 200, seed: int = 0) -> list[dict]:
-    """Realistic 10-turn dialogues: consecutive turns of corpus validation dialogues, glued where one is short."""
-    source = ROOT / "data" / "corpus" / "valid.jsonl"
-    turns = []
-    if source.is_file():
-        with source.open(encoding="utf-8") as handle:
-            for line in handle:
-                turns += [{"role": t["role"], "text": t["text"]} for t in json.loads(line)["turns"]]
-    else:  # no corpus built: a plain synthetic exchange
-        turns = [{"role": "customer", "text": "请问这个什么时候发货?"}, {"role": "agent", "text": "亲,一般48小时内发出哦,具体以物流为准~"}] * 50
-    rng = random.Random(seed)
-    dialogues = []
-    for n in range(count):
-        start = rng.randrange(0, len(turns) - 10)
-        dialogues.append({"id": f"load-{n}", "turns": turns[start : start + 10]})
-    return dialogues
+from bench.common import MODELS, machine, model_folder, ten_turn_dialogues  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

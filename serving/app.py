@@ -275,7 +275,7 @@ def create_app(
         scorer = Scorer.load(model_dir, device)
         state.limits = scorer.config.serving.model_copy(update=serving or {})
         state.api_key = api_key or os.environ.get(state.limits.api_key_env) or None
-        state.inspector = Inspector(scorer, state.template_file.template, model_version(model_dir))
+        state.inspector = Inspector(scorer, state.template_file.template, model_version(model_dir), state.limits.evidence)
         state.inspector.inspect([Transcript(id="warm-up", turns=[{"role": "agent", "text": "您好,请问有什么可以帮您"}])])
         state.batcher = MicroBatcher(
             lambda dialogues: current_inspector(app).inspect(dialogues),

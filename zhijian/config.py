@@ -140,6 +140,9 @@ class ServingSection(Section):
         "torch", description="torch, or an ONNX Runtime model written by `zhijian export` (onnx-int8: quantized)."
     )
     batch_size: int = Field(32, ge=1, description="Agent turns per forward pass.")
+    evidence: Literal["clause", "window", "none"] = Field(
+        "clause", description="Evidence spans by occlusion over clauses or character windows, or none (fastest)."
+    )
     batch_max_dialogues: int = Field(32, ge=1, description="Requests' dialogues gathered into one model call.")
     batch_max_wait_ms: float = Field(5.0, ge=0, description="How long the first request of a batch waits for company.")
     queue_size: int = Field(64, ge=1, description="Requests waiting for the model; beyond it the server answers 503.")
