@@ -27,7 +27,7 @@ COPY training ./training
 COPY serving ./serving
 COPY configs ./configs
 # Editable, so the package finds configs/ (scoring template, keyword baseline) beside it in /app.
-RUN pip install -e . && chown -R root:root /app
+RUN pip install -e '.[onnx]' && chown -R root:root /app
 USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

@@ -345,7 +345,7 @@ def create_app(
         scorer, limits = inspector.scorer, request.app.state.limits
         return ModelInfo(
             model=inspector.versions.model, template=inspector.versions.template, device=scorer.device,
-            backend=limits.backend, calibrated=bool(scorer.config.calibration.temperature),
+            backend=scorer.config.serving.backend, calibrated=bool(scorer.config.calibration.temperature),
             labels=[
                 LabelInfo(id=label, zh=LABEL_BY_ID[label].zh, severity=LABEL_BY_ID[label].severity.value, threshold=float(scorer.thresholds[k]))
                 for k, label in enumerate(LABEL_IDS)

@@ -194,6 +194,30 @@ def calibrate(
     console.print(f"written to {Path(model) / 'zhijian.yaml'}")
 
 
+@app.command()
+def export(
+    model: ModelOption = DEFAULT_MODEL,
+    format_: Annotated[str, typer.Option("--format", help="Only 'onnx' for now.")] = "onnx",
+    quantize: Annotated[Optional[str], typer.Option(help="'int8': also a dynamic int8 model (serving.backend: onnx-int8).")] = None,
+) -> None:
+    """Write an ONNX Runtime model into the model folder (onnx/model.onnx; onnx/model.int8.onnx with --quantize int8)."""
+    from zhijian.model import ModelFolderError
+
+    if format_ != "onnx":
+        _fail(f"--format must be 'onnx', not {format_!r}")
+    try:
+        from zhijian.export import export_onnx
+
+        written = export_onnx(model, quantize)
+    except (ModelFolderError, ValueError) as error:
+        _fail(str(error))
+    except ImportError as error:
+        _fail(f"{error}; install the onnx extra: pip install -e '.[onnx]'")
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print("`serving.backend: auto` (the default) now serves the ONNX fp32 model on CPU; `onnx-int8` picks the quantized one.")
+
+
 def _print_readable(result) -> None:
     """The transcript with the violating spans highlighted, then the checks, the deductions and the score."""
     from rich.table import Table

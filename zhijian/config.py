@@ -136,8 +136,10 @@ class ServingSection(Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
-        "torch", description="torch, or an ONNX Runtime model written by `zhijian export` (onnx-int8: quantized)."
+    backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        "auto",
+        description="auto: the ONNX Runtime model when `zhijian export` wrote one into the folder (same "
+        "probabilities, faster on CPU), else torch; onnx-int8: the quantized one, by choice only.",
     )
     batch_size: int = Field(32, ge=1, description="Agent turns per forward pass.")
     evidence: Literal["clause", "window", "none"] = Field(

@@ -50,10 +50,26 @@ class Scorer:
         self.temperature, self.bias = np.array([config.calibration.scaling(label) for label in LABEL_IDS]).T
 
     @classmethod
-    def load(cls, folder: str | Path, device: str | None = None) -> Scorer:
-        """Load a trained model folder; `device` defaults to the folder's `serving.device`."""
+    def load(cls, folder: str | Path, device: str | None = None, backend: str | None = None) -> Scorer:
+        """Load a trained model folder; `device` and `backend` default to the folder's `serving` config.
+
+        backend "torch" runs the PyTorch model (fp16 on a GPU); "onnx" / "onnx-int8" run the ONNX
+        Runtime model that `zhijian export` wrote into the folder; "auto" takes "onnx" when it is
+        there (on CPU), else "torch".
+        """
         model, tokenizer, config = load_model_folder(folder)
         device = resolve_device(device or config.serving.device)
+        backend = backend or config.serving.backend
+        if backend == "auto":
+            from zhijian.export import ONNX_DIR, FILES
+
+            exported = (Path(folder) / ONNX_DIR / FILES["onnx"]).is_file()
+            backend = "onnx" if exported and not device.startswith("cuda") else "torch"
+        config.serving.backend = backend  # the one in use, as /v1/model reports it
+        if backend != "torch":
+            from zhijian.export import load_onnx_model
+
+            return cls(load_onnx_model(folder, backend), tokenizer, config, "cpu")
         model = model.to(device)
         if device.startswith("cuda"):
             model = model.half()  # fp16 on a GPU: twice the speed, probabilities read back as float32

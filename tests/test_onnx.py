@@ -1,0 +1,61 @@
+"""The ONNX Runtime path: export, parity with PyTorch, the server's backend choice."""
+
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import SHARED, make_dialogues
+from zhijian.cli import app
+from zhijian.scorer import Scorer
+from zhijian.transcripts import Transcript, read_transcripts
+
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[onnx]')")
+runner = CliRunner()
+DEV = SHARED / "eval" / "dev.jsonl"
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, tmp_path_factory):
+    folder = shutil.copytree(tiny_model, tmp_path_factory.mktemp("onnx") / "model")
+    result = runner.invoke(app, ["export", "--model", str(folder), "--format", "onnx", "--quantize", "int8"])
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def _dialogues():
+    dialogues = [Transcript.model_validate(d) for d in make_dialogues(2)]
+    return dialogues + (read_transcripts([DEV]) if DEV.is_file() else [])  # the dev set when it is there
+
+
+def _label_sets(scorer, predictions):
+    return predictions.probs >= scorer.thresholds
+
+
+def test_onnx_fp32_gives_the_same_probabilities_and_labels(exported):
+    dialogues = _dialogues()
+    torch_scorer, onnx_scorer = Scorer.load(exported, "cpu", "torch"), Scorer.load(exported, "cpu", "onnx")
+    reference, onnx = torch_scorer.predict(dialogues), onnx_scorer.predict(dialogues)
+    assert np.abs(onnx.probs - reference.probs).max() < 1e-4
+    assert np.abs(onnx.tone - reference.tone).max() < 1e-4
+    assert (_label_sets(onnx_scorer, onnx) == _label_sets(torch_scorer, reference)).all()
+
+
+def test_onnx_int8_stays_within_its_stated_tolerance(exported):
+    dialogues = _dialogues()
+    torch_scorer, int8_scorer = Scorer.load(exported, "cpu", "torch"), Scorer.load(exported, "cpu", "onnx-int8")
+    reference, int8 = torch_scorer.predict(dialogues), int8_scorer.predict(dialogues)
+    assert np.abs(int8.probs - reference.probs).max() < 0.05
+    same = (_label_sets(int8_scorer, int8) == _label_sets(torch_scorer, reference)).all(axis=1).mean()
+    assert same >= 0.99, f"int8 changes the label set of {1 - same:.1%} of turns"
+
+
+def test_auto_backend_serves_onnx_once_exported(exported, tiny_model):
+    assert Scorer.load(exported, "cpu").config.serving.backend == "onnx"
+    assert Scorer.load(tiny_model, "cpu").config.serving.backend == "torch"  # nothing exported
+
+
+def test_asking_for_a_model_that_was_not_exported_says_how_to_export_it(tiny_model):
+    with pytest.raises(FileNotFoundError, match="zhijian export --model .* --quantize int8"):
+        Scorer.load(tiny_model, "cpu", "onnx-int8")
