@@ -272,8 +272,10 @@ def create_app(
         state = app.state
         state.ready = False
         state.template_file = TemplateFile(template)
-        scorer = Scorer.load(model_dir, device)
-        state.limits = scorer.config.serving.model_copy(update=serving or {})
+        overrides = serving or {}
+        scorer = Scorer.load(model_dir, device, overrides.get("backend"))
+        # validated, not just copied: a bad override is an error that names the key
+        state.limits = ServingSection.model_validate(scorer.config.serving.model_dump() | {k: v for k, v in overrides.items() if k != "backend"})
         state.api_key = api_key or os.environ.get(state.limits.api_key_env) or None
         state.inspector = Inspector(scorer, state.template_file.template, model_version(model_dir), state.limits.evidence)
         state.inspector.inspect([Transcript(id="warm-up", turns=[{"role": "agent", "text": "您好,请问有什么可以帮您"}])])
@@ -294,7 +296,7 @@ def create_app(
     app = FastAPI(title="Zhijian 质检", version="0.1.0", lifespan=lifespan)
     app.state.metrics = Metrics()
     app.state.ready = False
-    app.state.limits = ServingSection().model_copy(update=serving or {})  # until the model folder is read
+    app.state.limits = ServingSection()  # until the model folder is read
 
     @app.middleware("http")
     async def observe(request: Request, call_next):

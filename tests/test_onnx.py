@@ -59,3 +59,14 @@ def test_auto_backend_serves_onnx_once_exported(exported, tiny_model):
 def test_asking_for_a_model_that_was_not_exported_says_how_to_export_it(tiny_model):
     with pytest.raises(FileNotFoundError, match="zhijian export --model .* --quantize int8"):
         Scorer.load(tiny_model, "cpu", "onnx-int8")
+
+
+def test_the_server_runs_the_backend_it_is_told_to(exported):
+    import httpx
+
+    from conftest import live_server
+    from serving.app import create_app
+
+    with live_server(create_app(exported, "cpu", serving={"backend": "onnx-int8"})) as url:
+        assert httpx.get(f"{url}/v1/model").json()["backend"] == "onnx-int8"
+        assert httpx.post(f"{url}/v1/score", json={"id": "x", "turns": [{"role": "agent", "text": "要发票得加6个点"}]}).status_code == 200

@@ -189,7 +189,7 @@ class ModelFolderError(FileNotFoundError):
     pass
 
 
-def load_model_folder(folder: str | Path, device: str = "cpu") -> tuple[ZhijianModel, object, ZhijianConfig]:
+def load_model_folder(folder: str | Path, device: str = "cpu", weights: bool = True) -> tuple[ZhijianModel | None, object, ZhijianConfig]:
     """A trained model folder -> (model in eval mode on `device`, tokenizer, resolved config)."""
     folder = Path(folder)
     missing = [name for name in ("config.json", CONFIG_FILE) if not (folder / name).is_file()]
@@ -198,5 +198,7 @@ def load_model_folder(folder: str | Path, device: str = "cpu") -> tuple[ZhijianM
         raise ModelFolderError(f"{folder}: not a Zhijian model folder ({what}); train one with `zhijian train`")
     config = load_config(folder / CONFIG_FILE)
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    if not weights:  # an ONNX Runtime session will run the model: no need for the torch weights in memory
+        return None, tokenizer, config
     model = ZhijianModel.from_pretrained(folder).to(device).eval()
     return model, tokenizer, config

@@ -57,18 +57,17 @@ class Scorer:
         Runtime model that `zhijian export` wrote into the folder; "auto" takes "onnx" when it is
         there (on CPU), else "torch".
         """
-        model, tokenizer, config = load_model_folder(folder)
+        from zhijian.export import FILES, ONNX_DIR, load_onnx_model
+
+        _, _, config = load_model_folder(folder, weights=False)
         device = resolve_device(device or config.serving.device)
         backend = backend or config.serving.backend
         if backend == "auto":
-            from zhijian.export import ONNX_DIR, FILES
-
             exported = (Path(folder) / ONNX_DIR / FILES["onnx"]).is_file()
             backend = "onnx" if exported and not device.startswith("cuda") else "torch"
+        model, tokenizer, config = load_model_folder(folder, weights=backend == "torch")
         config.serving.backend = backend  # the one in use, as /v1/model reports it
         if backend != "torch":
-            from zhijian.export import load_onnx_model
-
             return cls(load_onnx_model(folder, backend), tokenizer, config, "cpu")
         model = model.to(device)
         if device.startswith("cuda"):
