@@ -7,6 +7,7 @@ error names the file, the line and the field.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Iterable, Iterator
@@ -157,13 +158,23 @@ class ReadProblem:
     error: TranscriptError
 
 
+def _decode(data: bytes, source: str, first_line: int = 1) -> str:
+    """UTF-8 text, or a TranscriptError at the line of the first bad byte (a BOM is dropped)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = first_line + data[: error.start].count(b"\n")
+        raise TranscriptError(source, line, f"not UTF-8 text (byte 0x{data[error.start]:02x}); save the file as UTF-8") from None
+
+
 def _iter_jsonl(path: Path, on_error: list[ReadProblem] | None) -> Iterator[Transcript]:
     source = str(path)
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    with path.open("rb") as handle:  # decoded line by line, so a bad byte costs one line, not the file
+        for line_number, raw in enumerate(handle, start=1):
             try:
+                line = _decode(raw, source, line_number)
+                if not line.strip():
+                    continue
                 try:
                     data = json.loads(line)
                 except json.JSONDecodeError as error:
@@ -194,7 +205,7 @@ def _iter_csv(path: Path, on_error: list[ReadProblem] | None) -> Iterator[Transc
     agent turn means the turn is clean.
     """
     source = str(path)
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with io.StringIO(_decode(path.read_bytes(), source), newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -278,7 +289,7 @@ def iter_transcripts(path: str | Path, on_error: list[ReadProblem] | None = None
         yield from _iter_csv(path, on_error)
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(_decode(path.read_bytes(), str(path)))
         except json.JSONDecodeError as error:
             raise TranscriptError(str(path), error.lineno, f"not valid JSON: {error.msg}") from None
         items = data if isinstance(data, list) else [data]
@@ -290,7 +301,7 @@ def iter_transcripts(path: str | Path, on_error: list[ReadProblem] | None = None
                     raise
                 on_error.append(ReadProblem(error))
     else:
-        yield from parse_text(path.read_text(encoding="utf-8"), str(path))
+        yield from parse_text(_decode(path.read_bytes(), str(path)), str(path))
 
 
 def read_transcripts(paths: Iterable[str | Path]) -> list[Transcript]:
