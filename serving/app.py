@@ -377,10 +377,15 @@ def create_app(
             problems.append(f"utterances: {len(body.utterances)}, the limit is {limits.max_dialogues} (serving.max_dialogues)")
         if problems:
             raise HTTPException(422, problems)
-        dialogues = [
-            Transcript(id=f"u{n}", turns=[*(turn.model_dump() for turn in u.context[-limits.max_turns + 1 :]), {"role": "agent", "text": u.text}])
-            for n, u in enumerate(body.utterances)
-        ]
+        dialogues = []
+        for n, u in enumerate(body.utterances):
+            turns = [*(turn.model_dump() for turn in u.context[-limits.max_turns + 1 :]), {"role": "agent", "text": u.text}]
+            try:  # the transcript rules (no blank text, ...) with the utterance's own location
+                dialogues.append(parse_transcript({"id": f"u{n}", "turns": turns}, f"utterances[{n}]"))
+            except TranscriptError as error:
+                problems.append(str(error))
+        if problems:
+            raise HTTPException(422, problems)
         results = await _inspect(request, dialogues)
         versions = results[0].versions.model_dump()
         return UtterancesResponse(results=[result.turns[-1] for result in results], versions=versions)

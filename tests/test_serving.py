@@ -63,6 +63,8 @@ def test_utterance_limits_are_named_too(server):
     response = httpx.post(f"{server}/v1/utterances", json={"utterances": [{"text": "好" * 51}]})
     assert response.status_code == 422 and "utterances[0].text: 51 characters" in str(response.json()["detail"])
     assert httpx.post(f"{server}/v1/utterances", json={"utterances": []}).status_code == 422
+    blank = httpx.post(f"{server}/v1/utterances", json={"utterances": [{"text": " "}]})  # found by schemathesis: was a 500
+    assert blank.status_code == 422 and "utterances[0]" in str(blank.json()["detail"])
 
 
 def test_api_key_guards_the_v1_routes_but_not_health(tiny_model):
