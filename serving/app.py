@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from serving.batcher import MicroBatcher, Overloaded
 from zhijian.config import ConfigError, ServingSection
+from zhijian.model import ModelFolderError
 from zhijian.inspector import Inspector, model_version
 from zhijian.result import DialogueResult, TurnResult
 from zhijian.scorer import Scorer
@@ -46,6 +47,7 @@ class Health(BaseModel):
 
 class Ready(BaseModel):
     ready: bool
+    reason: str | None = None
     model: str | None = None
     template: str | None = None
     template_error: str | None = None
@@ -229,8 +231,10 @@ def require_api_key(request: Request) -> None:
 
 
 def current_inspector(app: FastAPI) -> Inspector:
-    """The loaded inspector, under the template as it is now."""
+    """The loaded inspector, under the template as it is now (503 with the reason while there is none)."""
     state = app.state
+    if not state.ready:
+        raise HTTPException(503, f"not ready: {state.not_ready}", headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     template = state.template_file.current()
     if template is not state.inspector.template:
         state.inspector = state.inspector.with_template(template)
@@ -248,6 +252,7 @@ Authorized = [Depends(require_api_key)]
 
 async def _inspect(request: Request, dialogues: list[Transcript]) -> list[DialogueResult]:
     state = request.app.state
+    current_inspector(request.app)  # 503 with the reason when no model is loaded
     state.metrics.queue_depth.set(state.batcher.depth)
     try:
         return await state.batcher.submit(dialogues)
@@ -273,7 +278,15 @@ def create_app(
         state.ready = False
         state.template_file = TemplateFile(template)
         overrides = serving or {}
-        scorer = Scorer.load(model_dir, device, overrides.get("backend"))
+        state.api_key = api_key or os.environ.get(ServingSection().api_key_env) or None  # guarded even when not ready
+        try:
+            scorer = Scorer.load(model_dir, device, overrides.get("backend"))
+        except (ModelFolderError, ConfigError, FileNotFoundError, RuntimeError) as error:
+            # Alive but not ready: /readyz says why, /v1 answers 503 with the reason; no traceback as the only message.
+            state.not_ready = str(error)
+            log.error("not ready: %s", error)
+            yield
+            return
         # validated, not just copied: a bad override is an error that names the key
         state.limits = ServingSection.model_validate(scorer.config.serving.model_dump() | {k: v for k, v in overrides.items() if k != "backend"})
         state.api_key = api_key or os.environ.get(state.limits.api_key_env) or None
@@ -287,7 +300,7 @@ def create_app(
             on_batch=state.metrics.batch,
         )
         state.batcher.start()
-        state.ready = True
+        state.ready, state.not_ready = True, None
         log.info("ready: %s on %s, template %s", state.inspector.versions.model, scorer.device, state.inspector.versions.template)
         yield
         state.ready = False
@@ -295,7 +308,7 @@ def create_app(
 
     app = FastAPI(title="Zhijian 质检", version="0.1.0", lifespan=lifespan)
     app.state.metrics = Metrics()
-    app.state.ready = False
+    app.state.ready, app.state.not_ready = False, "loading the model"
     app.state.limits = ServingSection()  # until the model folder is read
 
     @app.middleware("http")
@@ -328,7 +341,7 @@ def create_app(
         """The model is loaded and warmed up (503 until then)."""
         state = request.app.state
         if not state.ready:
-            return JSONResponse(Ready(ready=False).model_dump(), status_code=503)
+            return JSONResponse(Ready(ready=False, reason=state.not_ready).model_dump(), status_code=503)
         return Ready(
             ready=True, model=state.inspector.versions.model, template=state.template_file.current().version_tag,
             template_error=state.template_file.error,

@@ -42,7 +42,7 @@ def _load_scorer(model: Path, device: str | None = None):
 
     try:
         return Scorer.load(model, device)
-    except ModelFolderError as error:
+    except (ModelFolderError, FileNotFoundError, RuntimeError, ConfigError) as error:  # ONNX not exported, no GPU, ...
         _fail(str(error))
 
 

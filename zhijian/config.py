@@ -158,7 +158,11 @@ class ServingSection(Section):
     log_text: bool = Field(False, description="Log transcript text with each request (off: ids, sizes and timings only).")
 
 
+SCHEMA_VERSION = 1
+
+
 class ZhijianConfig(Section):
+    schema_version: int = Field(SCHEMA_VERSION, description="The config schema this file was written for.")
     model: ModelSection = ModelSection()
     features: FeaturesSection = FeaturesSection()
     data: DataSection = DataSection()
@@ -238,6 +242,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             source = str(path)
         raw = read_yaml_mapping(path, "config file")
     raw = _merge(raw, parse_overrides(overrides or []))
+    if isinstance(raw.get("schema_version"), int) and raw["schema_version"] > SCHEMA_VERSION:
+        raise ConfigError(
+            f"{source}: written for config schema {raw['schema_version']}, newer than this Zhijian reads "
+            f"({SCHEMA_VERSION}); upgrade Zhijian"
+        )
     try:
         return ZhijianConfig.model_validate(raw)
     except ValidationError as error:

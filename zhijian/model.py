@@ -10,6 +10,7 @@ the resolved ``zhijian.yaml``; ``AutoModel.from_pretrained`` loads its encoder, 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ from torch import nn
 from transformers import AutoTokenizer, BertConfig, BertModel, BertPreTrainedModel, BertTokenizer
 from transformers.utils import ModelOutput
 
-from zhijian.config import CONFIG_FILE, ModelSection, ZhijianConfig, load_config
+from zhijian.config import CONFIG_FILE, ConfigError, ModelSection, ZhijianConfig, load_config
 from zhijian.taxonomy import LABEL_IDS
 from zhijian.vocab import write_scratch_vocab
 
@@ -196,9 +197,22 @@ def load_model_folder(folder: str | Path, device: str = "cpu", weights: bool = T
     if not folder.is_dir() or missing:
         what = "no such folder" if not folder.is_dir() else f"missing {', '.join(missing)}"
         raise ModelFolderError(f"{folder}: not a Zhijian model folder ({what}); train one with `zhijian train`")
-    config = load_config(folder / CONFIG_FILE)
+    try:
+        config = load_config(folder / CONFIG_FILE)
+    except ConfigError as error:
+        raise ModelFolderError(str(error)) from None
+    encoder_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    labels = [encoder_config.get("id2label", {}).get(str(k)) for k in range(len(encoder_config.get("id2label", {})))]
+    if labels != list(LABEL_IDS):
+        raise ModelFolderError(
+            f"{folder}/config.json: the model's labels {labels} are not this taxonomy's {list(LABEL_IDS)}; "
+            "retrain it with this version of Zhijian"
+        )
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if not weights:  # an ONNX Runtime session will run the model: no need for the torch weights in memory
         return None, tokenizer, config
-    model = ZhijianModel.from_pretrained(folder).to(device).eval()
-    return model, tokenizer, config
+    try:
+        model = ZhijianModel.from_pretrained(folder)
+    except Exception as error:  # safetensors, torch and transformers each raise their own kind
+        raise ModelFolderError(f"{folder}: the weights cannot be loaded ({type(error).__name__}: {error}); the folder is damaged, export or train it again") from None
+    return model.to(device).eval(), tokenizer, config
