@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 
-.PHONY: venv install quickstart browser test bench clean
+.PHONY: venv install quickstart browser test bench reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ browser:
 
 test: install browser
 	$(VENV)/bin/pytest -q
+
+# Overload for 20 s against `zhijian serve` (bench/results/overload.json) and the other slow checks.
+reliability: install
+	$(VENV)/bin/pytest -q -m slow
 
 clean:
 	rm -rf runs .pytest_cache

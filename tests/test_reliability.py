@@ -1,0 +1,40 @@
+"""Reliability: overload (short here; `make reliability` runs 20 s against `zhijian serve`), resumable scoring."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import live_server, make_dialogues, write_jsonl
+from serving.app import create_app
+from zhijian.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.overload import burst  # noqa: E402
+
+runner = CliRunner()
+
+
+def test_a_burst_gets_only_200_or_503_and_the_server_recovers(tiny_model):
+    server = create_app(tiny_model, "cpu", serving={"queue_size": 2, "batch_max_dialogues": 2})
+    with live_server(server) as url:
+        result = asyncio.run(burst(url, seconds=3, clients=24))
+    assert result["rejected_503"] > 0, "the burst should overflow a 2-request queue"
+    assert result["ok"] > 0 and result["other"] == 0 and result["missing_retry_after"] == 0
+    assert result["recovered"]
+
+
+@pytest.mark.slow
+def test_overload_for_twenty_seconds_against_zhijian_serve(tiny_model):
+    out = ROOT / "bench" / "results" / "overload.json"
+    command = [sys.executable, str(ROOT / "bench" / "overload.py"), "--model", str(tiny_model), "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    figures = json.loads(out.read_text())
+    assert figures["rejected_503"] > 0 and figures["other"] == 0 and figures["recovered"]
