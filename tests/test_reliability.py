@@ -38,3 +38,17 @@ def test_overload_for_twenty_seconds_against_zhijian_serve(tiny_model):
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads(out.read_text())
     assert figures["rejected_503"] > 0 and figures["other"] == 0 and figures["recovered"]
+
+
+def test_a_killed_score_run_resumes_without_rescoring_or_duplicating(tiny_model, tmp_path):
+    source = write_jsonl(tmp_path / "archive.jsonl", make_dialogues(2))
+    ids = [json.loads(line)["id"] for line in source.read_text(encoding="utf-8").splitlines()]
+    out = tmp_path / "scored.jsonl"
+    full = runner.invoke(app, ["score", str(source), "--model", str(tiny_model), "--output", str(out)])
+    assert full.exit_code == 0, full.output
+    lines = out.read_text(encoding="utf-8").splitlines(keepends=True)
+    out.write_text("".join(lines[:5]) + lines[5][: len(lines[5]) // 2], encoding="utf-8")  # killed mid-write
+    resumed = runner.invoke(app, ["score", str(source), "--model", str(tiny_model), "--output", str(out), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "5 dialogue(s) already" in resumed.stderr
+    assert [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()] == ids

@@ -272,6 +272,7 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per dialogue, one per line.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write JSON Lines here, streaming, with a progress bar.")] = None,
     chunk: Annotated[int, typer.Option(help="Dialogues scored per step when streaming.")] = 64,
+    resume: Annotated[bool, typer.Option(help="With --output: keep the dialogues already written there (a run that was killed) and score the rest.")] = False,
 ) -> None:
     """Inspect dialogues: labels, evidence spans and tone per agent turn; checks, deductions and a 0–100 score per dialogue."""
     from zhijian.transcripts import ReadProblem, TranscriptError, iter_transcripts
@@ -290,7 +291,7 @@ def score(
                 else:
                     _print_readable(result)
             return
-        _stream(inspector, file, output, chunk, problems)
+        _stream(inspector, file, output, chunk, problems, resume)
     except TranscriptError as error:
         _fail(str(error))
     if problems:
@@ -299,15 +300,39 @@ def score(
         _fail(f"{len(problems)} dialogue(s) could not be read and were skipped; the rest are in {output}", code=1)
 
 
-def _stream(inspector, file: Path, output: Path, chunk: int, problems) -> None:
+def _finished_ids(output: Path) -> set[str]:
+    """Ids of the complete lines of an earlier, killed run; a torn last line is cut off."""
+    done, keep = set(), 0
+    with output.open("rb") as handle:
+        for line in handle:
+            try:
+                done.add(json.loads(line)["id"])
+            except (ValueError, KeyError, TypeError):
+                break  # the line a kill tore in half, and nothing after it
+            if not line.endswith(b"\n"):
+                done.discard(json.loads(line)["id"])
+                break
+            keep += len(line)
+    with output.open("r+b") as handle:
+        handle.truncate(keep)
+    return done
+
+
+def _stream(inspector, file: Path, output: Path, chunk: int, problems, resume: bool = False) -> None:
     from tqdm import tqdm
 
     from zhijian.transcripts import iter_transcripts
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", encoding="utf-8") as sink, tqdm(unit=" dialogues", file=sys.stderr) as bar:
+    done = _finished_ids(output) if resume and output.is_file() else set()
+    if done:
+        errors.print(f"resuming: {len(done)} dialogue(s) already in {output} are kept, not scored again")
+    # Each chunk is written and flushed whole, so a kill loses at most the chunk being scored.
+    with output.open("a" if done else "w", encoding="utf-8") as sink, tqdm(unit=" dialogues", file=sys.stderr) as bar:
         pending = []
         for dialogue in iter_transcripts(file, on_error=problems):
+            if dialogue.id in done:
+                continue
             pending.append(dialogue)
             if len(pending) == chunk:
                 _write(inspector.inspect(pending), sink, bar)
