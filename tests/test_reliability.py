@@ -52,3 +52,32 @@ def test_a_killed_score_run_resumes_without_rescoring_or_duplicating(tiny_model,
     assert resumed.exit_code == 0, resumed.output
     assert "5 dialogue(s) already" in resumed.stderr
     assert [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()] == ids
+
+
+def test_training_killed_with_sigkill_resumes_and_finishes(tiny_data, tmp_path):
+    import signal
+    import time
+
+    from conftest import TINY_OVERRIDES
+    from training.train import COMPLETE_MARKER
+    from zhijian.model import load_model_folder
+
+    overrides = TINY_OVERRIDES + [
+        f"data.train=[{tiny_data['train']}]", f"data.valid=[{tiny_data['valid']}]", f"training.output_dir={tmp_path}",
+        "training.eval_strategy=steps", "training.eval_steps=5", "training.epochs=30", "training.save_total_limit=3",
+    ]
+    command = [sys.executable, "-m", "zhijian.cli", "train", "-c", str(ROOT / "configs" / "quickstart.yaml")]
+    command += [arg for item in overrides for arg in ("--set", item)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "checkpoints").glob(f"checkpoint-*/{COMPLETE_MARKER}")):
+        assert run.poll() is None and time.monotonic() < deadline, "training ended or stalled before its first checkpoint"
+        time.sleep(0.2)
+    run.send_signal(signal.SIGKILL)  # mid-epoch, perhaps mid-save
+    run.wait()
+    assert not (tmp_path / "model").exists()
+    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    model, _, config = load_model_folder(tmp_path / "model")
+    assert config.training.epochs == 30 and model is not None
