@@ -8,6 +8,8 @@ from typer.testing import CliRunner
 
 from conftest import SHARED, make_dialogues
 from zhijian.cli import app
+from zhijian.export import export_onnx
+from zhijian.model import ModelFolderError
 from zhijian.scorer import Scorer
 from zhijian.transcripts import Transcript, read_transcripts
 
@@ -46,7 +48,10 @@ def test_onnx_int8_stays_within_its_stated_tolerance(exported):
     dialogues = _dialogues()
     torch_scorer, int8_scorer = Scorer.load(exported, "cpu", "torch"), Scorer.load(exported, "cpu", "onnx-int8")
     reference, int8 = torch_scorer.predict(dialogues), int8_scorer.predict(dialogues)
-    assert np.abs(int8.probs - reference.probs).max() < 0.05
+    # Measured: 0.015 here (1 of 426 turns changes its label set), 0.016 for the quickstart model on the dev
+    # set: 0.05 leaves room for another torch or onnxruntime build without hiding a broken export.
+    gap = np.abs(int8.probs - reference.probs).max()
+    assert gap < 0.05, f"int8 moves a probability by {gap:.3f}"
     same = (_label_sets(int8_scorer, int8) == _label_sets(torch_scorer, reference)).all(axis=1).mean()
     assert same >= 0.99, f"int8 changes the label set of {1 - same:.1%} of turns"
 
@@ -59,6 +64,19 @@ def test_auto_backend_serves_onnx_once_exported(exported, tiny_model):
 def test_asking_for_a_model_that_was_not_exported_says_how_to_export_it(tiny_model):
     with pytest.raises(FileNotFoundError, match="zhijian export --model .* --quantize int8"):
         Scorer.load(tiny_model, "cpu", "onnx-int8")
+
+
+def test_export_refuses_an_unknown_quantization_before_loading_anything(tmp_path):
+    with pytest.raises(ValueError, match="quantize must be 'int8' or nothing, not 'int4'"):
+        export_onnx(tmp_path / "nowhere", "int4")
+
+
+def test_exporting_a_folder_that_holds_no_model_says_what_is_missing(tmp_path):
+    with pytest.raises(ModelFolderError, match="nowhere: not a Zhijian model folder \\(no such folder\\)"):
+        export_onnx(tmp_path / "nowhere")
+    result = runner.invoke(app, ["export", "--model", str(tmp_path), "--format", "onnx"])
+    assert result.exit_code != 0 and "missing config.json" in result.output
+    assert not (tmp_path / "onnx").exists()  # nothing half-written into a folder that is not a model
 
 
 def test_the_server_runs_the_backend_it_is_told_to(exported):
