@@ -38,7 +38,7 @@ def rss_mb(pid: int | None) -> float:
 async def burst(url: str, seconds: float, clients: int, pid: int | None = None, timeout: float = 60.0) -> dict:
     """`clients` connections posting back to back for `seconds`; counts of 200s, 503s and anything else."""
     counts = {"sent": 0, "ok": 0, "rejected_503": 0, "other": 0}
-    missing_retry_after, ok_ms, peak = 0, [], rss_mb(pid)
+    missing_retry_after, ok_ms, peak, kinds = 0, [], rss_mb(pid), {}
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
@@ -50,8 +50,9 @@ async def burst(url: str, seconds: float, clients: int, pid: int | None = None, 
                 start = time.perf_counter()
                 try:
                     response = await client.post("/v1/score", json=BODY)
-                except httpx.HTTPError:  # a hung or dropped connection counts against the server
+                except httpx.HTTPError as error:  # a hung or dropped connection counts against the server
                     counts["other"] += 1
+                    kinds[type(error).__name__] = kinds.get(type(error).__name__, 0) + 1
                     continue
                 if response.status_code == 200:
                     counts["ok"] += 1
@@ -62,6 +63,7 @@ async def burst(url: str, seconds: float, clients: int, pid: int | None = None, 
                     await asyncio.sleep(0.01)  # a well-behaved client backs off a little
                 else:
                     counts["other"] += 1
+                    kinds[str(response.status_code)] = kinds.get(str(response.status_code), 0) + 1
 
         async def sample_memory() -> None:
             nonlocal peak
@@ -76,6 +78,7 @@ async def burst(url: str, seconds: float, clients: int, pid: int | None = None, 
         "p99_ok_ms": round(float(np.percentile(ok_ms, 99)), 1) if ok_ms else None,
         "peak_rss_mb": round(peak, 1),
         "recovered": after.status_code == 200,
+        "other_kinds": kinds,
     }
 
 
