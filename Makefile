@@ -31,6 +31,11 @@ browser:
 test: install browser
 	$(VENV)/bin/pytest -q
 
+# Benchmarks on a quiet machine (issue 8, in progress): model variants, the server under load.
+bench: install
+	$(PY) bench/model_speed.py $(if $(QUICK),--quick) --out bench/results/model.json
+	$(PY) bench/server_load.py $(if $(QUICK),--quick) --out bench/results/server.json
+
 # Overload for 20 s against `zhijian serve` (bench/results/overload.json) and the other slow checks.
 reliability: install
 	$(VENV)/bin/pytest -q -m slow
