@@ -330,9 +330,10 @@ def main() -> None:
     wall = time.perf_counter() - started
     machine_now, own_now = busy_cpu_seconds()
     others = max(0.0, (machine_now - machine_busy) - (own_now - own_busy))
+    share = others / wall / (os.cpu_count() or 1)
     report["notes"].append(
         f"run took {wall:.0f} s ({'quick' if args.quick else 'full'}); other processes used {others:.0f} CPU-s "
-        f"({others / wall / (os.cpu_count() or 1):.0%} of the machine) meanwhile: above a few %, rerun on a quiet machine"
+        f"({share:.0%} of the machine) meanwhile" + ("; rerun on a quiet machine" if share > 0.05 else "")
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     staging = args.out.with_name(f".{args.out.name}.tmp")
