@@ -1,4 +1,4 @@
-"""The `zhijian` command: train, evaluate, calibrate, score, serve, data build."""
+"""The `zhijian` command: pretrain, train, evaluate, calibrate, score, serve, data build."""
 
 from __future__ import annotations
 
@@ -75,6 +75,26 @@ def train(
     except (ConfigError, TranscriptError, HubUnreachable, ValueError) as error:
         _fail(str(error))
     console.print(f"Model saved to [bold]{model_dir}[/]")
+
+
+@app.command()
+def pretrain(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config with a `pretrain` section (configs/pretrain-offline.yaml).")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: section.key=value (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last complete checkpoint.")] = False,
+) -> None:
+    """Masked-LM pre-training on unlabeled chats; the encoder folder lands in <training.output_dir>/model."""
+    from training.pretrain import pretrain as run_pretraining
+    from zhijian.model import HubUnreachable
+    from zhijian.transcripts import TranscriptError
+
+    _setup_logging()
+    try:
+        resolved = load_config(config, set_ or [])
+        model_dir = run_pretraining(resolved, resume=resume)
+    except (ConfigError, TranscriptError, HubUnreachable, ValueError, OSError) as error:
+        _fail(str(error))
+    console.print(f"Encoder saved to [bold]{model_dir}[/]; fine-tune it with `zhijian train` and `model.base: {model_dir}`")
 
 
 @app.command()

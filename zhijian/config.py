@@ -98,6 +98,22 @@ class TrainingSection(Section):
     logging_steps: int = Field(50, ge=1)
 
 
+class PretrainSection(Section):
+    """`zhijian pretrain`: masked-LM pre-training of the encoder on unlabeled chat text.
+
+    The run's length, batch, learning rate and checkpoints come from the `training` section; the
+    input is featurized exactly as fine-tuning reads it (context + turn), for every turn of both roles.
+    """
+
+    inputs: list[Path] = Field(
+        default_factory=list,
+        description="Unlabeled text: transcripts (.jsonl, .json, .csv; labels ignored), STC-3 JSON, "
+        "or plain text (.txt, one utterance a line).",
+    )
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="Share of tokens masked for prediction.")
+    holdout_fraction: float = Field(0.01, ge=0, lt=0.5, description="Share of examples kept aside to report loss.")
+
+
 def one_of(kind: str, ids: tuple[str, ...]) -> AfterValidator:
     """A validator for ids of one kind (labels, checks): anything else is an error that lists them."""
 
@@ -167,6 +183,7 @@ class ZhijianConfig(Section):
     features: FeaturesSection = FeaturesSection()
     data: DataSection = DataSection()
     training: TrainingSection = TrainingSection()
+    pretrain: PretrainSection = PretrainSection()
     thresholds: ThresholdsSection = ThresholdsSection()
     calibration: CalibrationSection = CalibrationSection()
     serving: ServingSection = ServingSection()

@@ -11,7 +11,7 @@ alone exceeds ``max_length`` is cut, from its end.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from zhijian.config import FeaturesSection
@@ -72,15 +72,16 @@ class Featurizer:
     def _context_start(self, turn: int) -> int:
         return max(0, turn - self.config.context_turns)
 
-    def encode(self, dialogues: Sequence[Transcript]) -> list[AgentTurnFeatures]:
-        """Features for every agent turn of every dialogue, in order."""
+    def encode(self, dialogues: Sequence[Transcript], roles: Collection[str] = (AGENT,)) -> list[AgentTurnFeatures]:
+        """Features for every agent turn of every dialogue, in order (every turn of the given roles:
+        pre-training reads customer turns too, in the same form)."""
         texts = [turn.text for dialogue in dialogues for turn in dialogue.turns]
         token_ids = iter(self._tokenize(texts))
         features = []
         for d, dialogue in enumerate(dialogues):
             turn_ids = [next(token_ids) for _ in dialogue.turns]
             for t, turn in enumerate(dialogue.turns):
-                if turn.role != AGENT:
+                if turn.role not in roles:
                     continue
                 context = [
                     self.role_prefix[dialogue.turns[c].role] + turn_ids[c] for c in range(self._context_start(t), t)

@@ -125,18 +125,24 @@ def scratch_tokenizer() -> BertTokenizer:
         return BertTokenizer.from_pretrained(folder, do_lower_case=True, tokenize_chinese_chars=True)
 
 
-def build_model(section: ModelSection) -> tuple[ZhijianModel, object, str]:
-    """A fresh model to train and its tokenizer, from the config's `model` section.
-
-    Returns (model, tokenizer, description of where the encoder came from).
-    """
+def resolve_base(section: ModelSection) -> str:
+    """`model.base`, or `scratch` when it is a hub id, the hub is unreachable and `fallback` allows it."""
     base = section.base
-    extra = {**_label_config(), "hidden_dropout_prob": section.dropout}
     if base != SCRATCH and not Path(base).exists() and not hub_reachable():
         if section.fallback != SCRATCH:
             raise HubUnreachable(offline_options(base))
         log.warning("The hub is unreachable, so %r cannot be downloaded; falling back to `scratch`.", base)
         base = SCRATCH
+    return base
+
+
+def build_model(section: ModelSection) -> tuple[ZhijianModel, object, str]:
+    """A fresh model to train and its tokenizer, from the config's `model` section.
+
+    Returns (model, tokenizer, description of where the encoder came from).
+    """
+    base = resolve_base(section)
+    extra = {**_label_config(), "hidden_dropout_prob": section.dropout}
     if base == SCRATCH:
         tokenizer = scratch_tokenizer()
         config = BertConfig(vocab_size=len(tokenizer), **section.scratch.model_dump(), **extra)
@@ -203,6 +209,11 @@ def load_model_folder(folder: str | Path, device: str = "cpu", weights: bool = T
         raise ModelFolderError(str(error)) from None
     encoder_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     labels = [encoder_config.get("id2label", {}).get(str(k)) for k in range(len(encoder_config.get("id2label", {})))]
+    if "BertForMaskedLM" in encoder_config.get("architectures", []):
+        raise ModelFolderError(
+            f"{folder}: a pre-trained encoder (from `zhijian pretrain`), not an inspection model; "
+            f"fine-tune it first: `zhijian train` with `model.base: {folder}`"
+        )
     if labels != list(LABEL_IDS):
         raise ModelFolderError(
             f"{folder}/config.json: the model's labels {labels} are not this taxonomy's {list(LABEL_IDS)}; "
