@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from zhijian.featurize import AgentTurnFeatures, Featurizer, pad_batch
+from zhijian.model import QUALITY_BINS, QUALITY_SCALES
+from zhijian.stc3 import Stc3Dialogue, benchmark_split, read_stc3, to_transcript
 from zhijian.taxonomy import LABEL_INDEX, tone_to_unit
 from zhijian.transcripts import Transcript, read_real_dialogues, read_transcripts
 
@@ -32,22 +34,33 @@ def gold_arrays(dialogues: Sequence[Transcript], features: Sequence[AgentTurnFea
     return labels, tone, labeled
 
 
-class TurnDataset(torch.utils.data.Dataset):
-    """Every labeled agent turn of a set of dialogues, featurized once up front."""
+NO_QUALITY = np.zeros((len(QUALITY_SCALES), QUALITY_BINS), dtype=np.float32)
 
-    def __init__(self, dialogues: Sequence[Transcript], featurizer: Featurizer):
+
+class TurnDataset(torch.utils.data.Dataset):
+    """Every labeled agent turn of a set of dialogues, featurized once up front.
+
+    `with_quality` gives each row the dialogue-quality fields too (empty), so turn rows and rated
+    dialogue rows (:class:`QualityDataset`) can share batches.
+    """
+
+    def __init__(self, dialogues: Sequence[Transcript], featurizer: Featurizer, with_quality: bool = False):
         features = featurizer.encode(dialogues)
         labels, tone, labeled = gold_arrays(dialogues, features)
         keep = np.flatnonzero(labeled)
         self.rows = [features[i].as_model_input() for i in keep]
         self.labels = labels[keep]
         self.tone = tone[keep]
+        self.with_quality = with_quality
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict:
-        return {**self.rows[index], "labels": self.labels[index], "tone": self.tone[index]}
+        item = {**self.rows[index], "labels": self.labels[index], "tone": self.tone[index]}
+        if self.with_quality:
+            item |= {"label_mask": np.float32(1.0), "quality": NO_QUALITY}
+        return item
 
     def pos_weight(self, cap: float) -> list[float]:
         """negatives/positives per label, capped; 1 for a label with no positives."""
@@ -56,14 +69,46 @@ class TurnDataset(torch.utils.data.Dataset):
         return [float(min(cap, n / p)) if p else 1.0 for p, n in zip(positives, negatives)]
 
 
+class QualityDataset(torch.utils.data.Dataset):
+    """Rated dialogues (STC-3) read whole, with the annotators' A/S/E distributions as targets."""
+
+    def __init__(self, dialogues: Sequence[Stc3Dialogue], featurizer: Featurizer, repeat: int = 1):
+        self.rows = [featurizer.encode_dialogue(to_transcript(d)).as_model_input() for d in dialogues]
+        self.quality = np.stack([[d.quality[scale] for scale in QUALITY_SCALES] for d in dialogues]).astype(np.float32) if dialogues else NO_QUALITY[None]
+        self.repeat = repeat
+
+    def __len__(self) -> int:
+        return len(self.rows) * self.repeat
+
+    def __getitem__(self, index: int) -> dict:
+        index %= len(self.rows)
+        no_labels = np.zeros(len(LABEL_INDEX), dtype=np.float32)
+        return {**self.rows[index], "labels": no_labels, "tone": np.float32(NO_TONE), "label_mask": np.float32(0.0), "quality": self.quality[index]}
+
+
+def read_rated_dialogues(paths: Sequence[Path], valid_fraction: float, seed: int) -> tuple[list[Stc3Dialogue], list[Stc3Dialogue]]:
+    """Rated dialogues for the quality head, minus the STC-3 benchmark test split; (train, validation)."""
+    rated = []
+    for path in paths:
+        dialogues = read_stc3(path)
+        if any(d.quality is None for d in dialogues):
+            raise ValueError(f"{path}: data.quality needs rated dialogues (STC-3 with annotations); this file has none")
+        rated += benchmark_split(dialogues)[0]
+    random.Random(seed).shuffle(rated)
+    cut = round(len(rated) * valid_fraction)
+    return rated[cut:], rated[:cut]
+
+
 class Collator:
+    """Pads the token rows to the longest in the batch and stacks every other field (labels, tone, …)."""
+
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict]) -> dict:
         batch = pad_batch(items, self.pad_id)
-        batch["labels"] = torch.tensor(np.stack([item["labels"] for item in items]))
-        batch["tone"] = torch.tensor(np.array([item["tone"] for item in items]))
+        for key in items[0].keys() - batch.keys():
+            batch[key] = torch.tensor(np.stack([item[key] for item in items]))
         return batch
 
 

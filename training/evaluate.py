@@ -93,3 +93,26 @@ def evaluate_unlabeled(scorer: Scorer, files: Sequence[Path]) -> FalseAlarms:
         "per_label": {label: float(flagged[:, k].mean()) if turns else 0.0 for k, label in enumerate(LABEL_IDS)},
     }
     return FalseAlarms(metrics, dialogues, predictions, flagged)
+
+
+def evaluate_stc3(scorer: Scorer, path: Path) -> dict:
+    """The quality head on the STC-3 benchmark's fixed test split, next to the prior and uniform anchors.
+
+    The split: dialogues sorted by id, every tenth (positions 0, 10, 20, …) is test; the training
+    prior is the mean gold distribution of the rest.
+    """
+    from zhijian.model import QUALITY_SCALES
+    from zhijian.stc3 import benchmark_split, dq_scores, gold_distributions, prior_distribution, read_stc3, to_transcript, uniform_distribution
+
+    dialogues = read_stc3(path)
+    if any(dialogue.quality is None for dialogue in dialogues):
+        raise ValueError(f"{path}: has dialogues without ratings; --stc3 needs the rated file (train_data_cn.json)")
+    train, test = benchmark_split(dialogues)
+    gold = gold_distributions(test)
+    predicted = scorer.quality([to_transcript(dialogue) for dialogue in test])
+    return {
+        "dialogues": len(test),
+        "model": dq_scores({scale: predicted[:, k] for k, scale in enumerate(QUALITY_SCALES)}, gold),
+        "prior": dq_scores(prior_distribution(train), gold),
+        "uniform": dq_scores(uniform_distribution(), gold),
+    }

@@ -17,12 +17,15 @@ import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from training.data import Collator, TurnDataset, read_real_negatives, split_dialogues
+from scipy.special import softmax
+
+from training.data import Collator, QualityDataset, TurnDataset, read_rated_dialogues, read_real_negatives, split_dialogues
 from training.metrics import label_metrics, tone_metrics, tune_thresholds
 from zhijian.config import ZhijianConfig
 from zhijian.featurize import Featurizer
-from zhijian.model import build_model, save_model_folder
+from zhijian.model import QUALITY_SCALES, build_model, save_model_folder
 from zhijian.scorer import sigmoid
+from zhijian.stc3 import dq_scores, gold_distributions
 from zhijian.taxonomy import LABEL_IDS
 
 log = logging.getLogger(__name__)
@@ -60,8 +63,8 @@ def last_complete_checkpoint(folder: Path) -> Path | None:
 
 
 def _split_predictions(prediction):
-    logits, tone = prediction.predictions
-    labels, gold_tone = prediction.label_ids
+    logits, tone = prediction.predictions[:2]  # a model with the quality head answers that third
+    labels, gold_tone = prediction.label_ids[:2]
     probs = sigmoid(logits)
     return probs, tone, labels, gold_tone
 
@@ -80,7 +83,8 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
     output_dir = Path(section.output_dir)
     checkpoints = output_dir / "checkpoints"
 
-    model, tokenizer, source = build_model(config.model)
+    with_quality = bool(config.data.quality)
+    model, tokenizer, source = build_model(config.model, quality_head=with_quality)
     log.info("Encoder: %s", source)
     featurizer = Featurizer(tokenizer, config.features)
     train_dialogues, valid_dialogues = split_dialogues(
@@ -90,13 +94,20 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
         real = read_real_negatives(config.data.real_negatives, config.data.real_negatives_limit, section.seed)
         log.info("Adding %d real dialogues as clean agent turns from %s", len(real), config.data.real_negatives)
         train_dialogues = train_dialogues + real
-    train_set = TurnDataset(train_dialogues, featurizer)
-    valid_set = TurnDataset(valid_dialogues, featurizer)
+    train_set = TurnDataset(train_dialogues, featurizer, with_quality)
+    valid_set = TurnDataset(valid_dialogues, featurizer, with_quality)
     if not len(train_set) or not len(valid_set):
         raise ValueError("no labeled agent turns in the training or validation data (agent turns need `labels`)")
     log.info("Training on %d agent turns, validating on %d", len(train_set), len(valid_set))
     model.set_pos_weight(train_set.pos_weight(section.pos_weight_max))
     model.config.tone_loss_weight = section.tone_loss_weight
+    model.config.quality_loss_weight = section.quality_loss_weight
+    train_rows = train_set
+    if with_quality:
+        rated_train, rated_valid = read_rated_dialogues(config.data.quality, config.data.valid_fraction, section.seed)
+        rated_set = QualityDataset(rated_train, featurizer, config.data.quality_repeat)
+        train_rows = torch.utils.data.ConcatDataset([train_set, rated_set])
+        log.info("Quality head: %d rated dialogues (x%d), %d to validate", len(rated_train), config.data.quality_repeat, len(rated_valid))
 
     early_stopping = section.early_stopping_patience > 0
     args = TrainingArguments(
@@ -118,7 +129,7 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
         load_best_model_at_end=True,
         metric_for_best_model="macro_f1",
         greater_is_better=True,
-        label_names=["labels", "tone"],
+        label_names=["labels", "tone"] + (["label_mask", "quality"] if with_quality else []),
         logging_steps=section.logging_steps,
         bf16=section.bf16,
         report_to=[],
@@ -129,7 +140,7 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=train_set,
+        train_dataset=train_rows,
         eval_dataset=valid_set,
         data_collator=Collator(tokenizer.pad_token_id),
         compute_metrics=compute_metrics,
@@ -160,5 +171,9 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
             "valid_tone": tone_metrics(gold_tone, tone),
             "thresholds": resolved.thresholds.per_label,
         }
+        if with_quality:
+            predicted = softmax(trainer.predict(QualityDataset(rated_valid, featurizer)).predictions[2], axis=-1)
+            gold = gold_distributions(rated_valid)
+            summary["valid_quality"] = dq_scores({s: predicted[:, k] for k, s in enumerate(QUALITY_SCALES)}, gold)
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return model_dir

@@ -104,16 +104,26 @@ def evaluate(
     unlabeled: Annotated[Optional[list[Path]], typer.Option(help="Real dialogues assumed mostly clean (.jsonl read leniently, or .csv): the false-alarm rate.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write report.html, metrics.json and PNG figures here.")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Keyword baseline config (default: configs/baseline/keywords.yaml).")] = None,
+    stc3: Annotated[Optional[Path], typer.Option(help="STC-3 train_data_cn.json: NMD and RSNOD of the quality head on the fixed benchmark test split.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Per-label P/R/F1, PR-AUC, ROC-AUC, calibration, tone, against a keyword baseline; or false alarms on real chats."""
+    """Per-label P/R/F1, PR-AUC, ROC-AUC, calibration, tone, against a keyword baseline; or false alarms on real chats; or dialogue quality on STC-3."""
     from training.baseline import KeywordBaseline
-    from training.evaluate import evaluate as run_evaluation, evaluate_unlabeled
+    from training.evaluate import evaluate as run_evaluation, evaluate_stc3, evaluate_unlabeled
+    from zhijian.stc3 import Stc3FormatError
     from zhijian.transcripts import TranscriptError
 
-    if bool(data) == bool(unlabeled):
-        _fail("give either --data (labeled transcripts) or --unlabeled (real dialogues), not both or neither")
+    if sum(map(bool, (data, unlabeled, stc3))) != 1:
+        _fail("give one of --data (labeled transcripts), --unlabeled (real dialogues) or --stc3 (rated dialogues)")
     scorer = _load_scorer(model)
+    if stc3:
+        if not scorer.has_quality:
+            _fail(f"{model} has no dialogue-quality head: train one with `data.quality` (configs/quality.yaml)")
+        try:
+            _print_stc3(evaluate_stc3(scorer, stc3), as_json)
+        except (Stc3FormatError, ValueError, OSError) as error:
+            _fail(str(error))
+        return
     try:
         if unlabeled:
             alarms = evaluate_unlabeled(scorer, unlabeled)
@@ -159,6 +169,21 @@ def evaluate(
     tone = result["tone"]
     if tone["mae"] is not None:
         console.print(f"tone MAE {tone['mae']:.2f} points (1–5)   Spearman {tone['spearman'] or float('nan'):.3f}")
+
+
+def _print_stc3(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"STC-3 benchmark test split ({result['dialogues']} dialogues; lower is better)")
+    for column in ("predictor", "NMD A", "NMD S", "NMD E", "RSNOD A", "RSNOD S", "RSNOD E"):
+        table.add_column(column, justify="left" if column == "predictor" else "right")
+    for name in ("model", "prior", "uniform"):
+        scores = result[name]
+        table.add_row(name, *(f"{scores[s][m]:.4f}" for m in ("nmd", "rsnod") for s in ("A", "S", "E")))
+    console.print(table)
 
 
 def _print_false_alarms(metrics: dict, as_json: bool) -> None:
@@ -262,6 +287,9 @@ def _print_readable(result) -> None:
             span = (turn.evidence or {}).get(hit.label)
             where = f" «{turn.text[span[0]:span[1]]}»" if span else ""
             console.print(f"      [red]✗ {label.id}[/] {label.zh} ({label.severity.value}) p={hit.prob:.2f}{where}", highlight=False)
+    if result.quality:
+        names = {"A": "task accomplished", "S": "customer satisfied", "E": "effective"}
+        console.print("  quality (-2..2): " + ", ".join(f"{names[k]} {q.expected:+.2f}" for k, q in result.quality.items()), highlight=False)
     unchecked = [c.check for c in result.checks if c.status == "not_checked"]
     if unchecked:
         console.print(f"  [dim]not checked: {', '.join(unchecked)}[/]")

@@ -59,6 +59,9 @@ class FeaturesSection(Section):
         description="Which end of the context is cut when the input is too long; 'left' drops the "
         "oldest words. The target turn is never cut unless it alone exceeds max_length.",
     )
+    dialogue_max_length: int = Field(
+        256, ge=16, le=512, description="Tokens for a whole dialogue read at once (the dialogue-quality head)."
+    )
 
 
 class DataSection(Section):
@@ -73,6 +76,12 @@ class DataSection(Section):
         "Assumed mostly clean; research data such as CSDS is never a default.",
     )
     real_negatives_limit: int = Field(3000, ge=0, description="At most this many real agent turns are added.")
+    quality: list[Path] = Field(
+        default_factory=list,
+        description="Dialogues rated for quality (STC-3 JSON): trains the A/S/E head alongside the labels. "
+        "The STC-3 benchmark's test split is always left out; a seeded valid_fraction of the rest validates.",
+    )
+    quality_repeat: int = Field(1, ge=1, description="Times each rated dialogue is seen per epoch (they are few).")
 
 
 class TrainingSection(Section):
@@ -93,6 +102,7 @@ class TrainingSection(Section):
         10.0, ge=1.0, description="Per-label BCE positive weight is negatives/positives, capped here."
     )
     tone_loss_weight: float = Field(1.0, ge=0)
+    quality_loss_weight: float = Field(1.0, ge=0)
     bf16: bool = Field(False, description="bf16 autocast (fast on recent CPUs and GPUs).")
     save_total_limit: int = Field(2, ge=1)
     logging_steps: int = Field(50, ge=1)

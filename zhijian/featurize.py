@@ -90,6 +90,24 @@ class Featurizer:
                 features.append(AgentTurnFeatures(d, t, input_ids, token_type_ids))
         return features
 
+    def encode_dialogue(self, dialogue: Transcript) -> AgentTurnFeatures:
+        """The whole dialogue, both roles, as one input: ``[CLS] 买家:… 客服:… [SEP]`` (dialogue-level heads).
+
+        When it is too long, the longest turns are cut first, each keeping its opening, so every turn
+        keeps a voice: the customer's problem and the last answer both stay.
+        """
+        turns = [self.role_prefix[turn.role] + ids for turn, ids in zip(dialogue.turns, self._tokenize([t.text for t in dialogue.turns]))]
+        budget = self.config.dialogue_max_length - 2
+        low, cap = 0, max((len(ids) for ids in turns), default=0)
+        while low < cap:  # the largest per-turn cap that fits the budget (binary search)
+            middle = (low + cap + 1) // 2
+            if sum(min(len(ids), middle) for ids in turns) <= budget:
+                low = middle
+            else:
+                cap = middle - 1
+        input_ids = [self.cls_id, *(token for ids in turns for token in ids[:cap]), self.sep_id]
+        return AgentTurnFeatures(0, len(dialogue.turns) - 1, input_ids, [0] * len(input_ids))
+
     def encode_variants(self, dialogue: Transcript, turn: int, texts: Sequence[str], d: int = 0) -> list[AgentTurnFeatures]:
         """One agent turn with its real context but other target texts (occlusion: the turn with a span cut out)."""
         window = range(self._context_start(turn), turn)

@@ -11,8 +11,10 @@ import numpy as np
 
 from zhijian.checks import FAILED, find_rule_hits, run_checks
 from zhijian.evidence import locate
-from zhijian.result import CheckFinding, Deduction, DialogueResult, LabelScore, TurnResult, Versions
+from zhijian.model import QUALITY_SCALES
+from zhijian.result import CheckFinding, Deduction, DialogueResult, LabelScore, QualityScore, TurnResult, Versions
 from zhijian.scorer import Predictions, Scorer
+from zhijian.stc3 import BINS
 from zhijian.taxonomy import AGENT, LABEL_IDS
 from zhijian.template import ScoringTemplate, assess, load_template
 from zhijian.transcripts import Transcript
@@ -28,6 +30,9 @@ def model_version(folder: str | Path) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return f"{folder.resolve().name}:{digest.hexdigest()[:12]}"
+
+
+QUALITY_RATINGS = np.array(BINS, dtype=float)
 
 
 class Inspector:
@@ -51,12 +56,13 @@ class Inspector:
         flagged = {row: np.flatnonzero(probs >= self.scorer.thresholds).tolist() for row, probs in enumerate(predictions.probs)}
         spans = locate(self.scorer, dialogues, predictions, flagged, self.evidence)
         rows = {(f.dialogue, f.turn): row for row, f in enumerate(predictions.features)}
+        quality = self.scorer.quality(dialogues) if self.scorer.has_quality else None
         return [
-            self._dialogue_result(d, dialogue, predictions, rows, flagged, spans)
+            self._dialogue_result(d, dialogue, predictions, rows, flagged, spans, None if quality is None else quality[d])
             for d, dialogue in enumerate(dialogues)
         ]
 
-    def _dialogue_result(self, d, dialogue, predictions: Predictions, rows, flagged, spans) -> DialogueResult:
+    def _dialogue_result(self, d, dialogue, predictions: Predictions, rows, flagged, spans, quality) -> DialogueResult:
         turns, candidates, tones = [], [], []
         for t, turn in enumerate(dialogue.turns):
             result = TurnResult(index=t, role=turn.role, text=turn.text)
@@ -91,4 +97,8 @@ class Inspector:
             id=dialogue.id, turns=turns, score=score, passed=passed, fatal=fatal,
             tone=round(float(np.mean(tones)), 4) if tones else None,
             checks=checks, deductions=deductions, versions=self.versions, meta=dialogue.meta or None,
+            quality=None if quality is None else {
+                scale: QualityScore(distribution=[round(float(p), 4) for p in quality[k]], expected=round(float(quality[k] @ QUALITY_RATINGS), 3))
+                for k, scale in enumerate(QUALITY_SCALES)
+            },
         )

@@ -26,6 +26,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel, BertPreTrainedMod
 from transformers.utils import ModelOutput
 
 from zhijian.config import CONFIG_FILE, ConfigError, ModelSection, ZhijianConfig, load_config
+from zhijian.stc3 import BINS, QUALITY
 from zhijian.taxonomy import LABEL_IDS
 from zhijian.vocab import write_scratch_vocab
 
@@ -43,6 +44,10 @@ class ZhijianOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (batch, labels): one logit per taxonomy label
     tone: torch.Tensor | None = None  # (batch,): tone in [0, 1]
+    quality: torch.Tensor | None = None  # (batch, 3, 5): A/S/E logits over the bins -2..2 (dialogue inputs)
+
+
+QUALITY_SCALES, QUALITY_BINS = QUALITY, len(BINS)  # STC-3: task accomplishment, satisfaction, effectiveness
 
 
 class ZhijianModel(BertPreTrainedModel):
@@ -52,6 +57,9 @@ class ZhijianModel(BertPreTrainedModel):
         self.dropout = nn.Dropout(getattr(config, "classifier_dropout", None) or config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.tone_head = nn.Linear(config.hidden_size, 1)
+        # Dialogue quality (A/S/E, 5 bins each), read from a whole-dialogue input; only in models trained with it.
+        if getattr(config, "quality_head", False):
+            self.quality_head = nn.Linear(config.hidden_size, len(QUALITY_SCALES) * QUALITY_BINS)
         pos_weight = getattr(config, "pos_weight", None) or [1.0] * config.num_labels
         self.register_buffer("pos_weight", torch.tensor(pos_weight, dtype=torch.float), persistent=False)
         self.post_init()
@@ -67,25 +75,42 @@ class ZhijianModel(BertPreTrainedModel):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         tone: torch.Tensor | None = None,
+        label_mask: torch.Tensor | None = None,
+        quality: torch.Tensor | None = None,
         **kwargs,
     ) -> ZhijianOutput:
+        """`label_mask` marks rows with gold labels (agent turns); `quality` holds the annotators'
+        A/S/E distributions (rows without one are all zeros), for dialogue rows."""
         pooled = self.bert(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         ).pooler_output
         pooled = self.dropout(pooled)
         logits = self.classifier(pooled)
         tone_pred = torch.sigmoid(self.tone_head(pooled).squeeze(-1))
+        quality_logits = None
+        if hasattr(self, "quality_head"):
+            quality_logits = self.quality_head(pooled).view(-1, len(QUALITY_SCALES), QUALITY_BINS)
         loss = None
         if labels is not None:
-            loss = nn.functional.binary_cross_entropy_with_logits(
-                logits.float(), labels.float(), pos_weight=self.pos_weight
-            )
+            rows = label_mask.bool() if label_mask is not None else torch.ones(len(labels), dtype=torch.bool, device=labels.device)
+            loss = logits.new_zeros((), dtype=torch.float)
+            if rows.any():
+                loss = loss + nn.functional.binary_cross_entropy_with_logits(
+                    logits[rows].float(), labels[rows].float(), pos_weight=self.pos_weight
+                )
             if tone is not None:
                 known = tone >= 0  # -1 marks an agent turn without a gold tone
                 if known.any():
                     tone_loss = nn.functional.mse_loss(tone_pred[known].float(), tone[known].float())
                     loss = loss + getattr(self.config, "tone_loss_weight", 1.0) * tone_loss
-        return ZhijianOutput(loss=loss, logits=logits, tone=tone_pred)
+            if quality is not None and quality_logits is not None:
+                rated = quality.sum(dim=(1, 2)) > 0
+                if rated.any():
+                    # Cross-entropy against the annotators' distribution (soft targets), per scale.
+                    log_probs = nn.functional.log_softmax(quality_logits[rated].float(), dim=-1)
+                    quality_loss = -(quality[rated].float() * log_probs).sum(-1).mean()
+                    loss = loss + getattr(self.config, "quality_loss_weight", 1.0) * quality_loss
+        return ZhijianOutput(loss=loss, logits=logits, tone=tone_pred, quality=quality_logits)
 
 
 def _label_config() -> dict:
@@ -136,13 +161,14 @@ def resolve_base(section: ModelSection) -> str:
     return base
 
 
-def build_model(section: ModelSection) -> tuple[ZhijianModel, object, str]:
-    """A fresh model to train and its tokenizer, from the config's `model` section.
+def build_model(section: ModelSection, quality_head: bool = False) -> tuple[ZhijianModel, object, str]:
+    """A fresh model to train and its tokenizer, from the config's `model` section (with the
+    dialogue-quality head when asked).
 
     Returns (model, tokenizer, description of where the encoder came from).
     """
     base = resolve_base(section)
-    extra = {**_label_config(), "hidden_dropout_prob": section.dropout}
+    extra = {**_label_config(), "hidden_dropout_prob": section.dropout, "quality_head": quality_head}
     if base == SCRATCH:
         tokenizer = scratch_tokenizer()
         config = BertConfig(vocab_size=len(tokenizer), **section.scratch.model_dump(), **extra)
@@ -190,6 +216,12 @@ def save_model_folder(model: ZhijianModel, tokenizer, config: ZhijianConfig, fol
     else:
         os.replace(staging, folder)
     return folder
+
+
+def has_quality_head(folder: str | Path) -> bool:
+    """Whether a model folder was trained with the dialogue-quality (A/S/E) head."""
+    config = Path(folder) / "config.json"
+    return config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("quality_head"))
 
 
 class ModelFolderError(FileNotFoundError):

@@ -56,6 +56,13 @@ class Versions(BaseModel):
     template: str
 
 
+class QualityScore(BaseModel):
+    """One dialogue-quality scale on STC-3's -2..2 ratings."""
+
+    distribution: list[float] = Field(description="Probabilities of the ratings -2, -1, 0, 1, 2.")
+    expected: float = Field(ge=-2, le=2, description="The expected rating.")
+
+
 class DialogueResult(BaseModel):
     id: str
     turns: list[TurnResult]
@@ -66,13 +73,19 @@ class DialogueResult(BaseModel):
     checks: list[CheckFinding]
     deductions: list[Deduction]
     versions: Versions
+    quality: dict[str, QualityScore] | None = Field(
+        None,
+        description="A (task accomplished), S (customer satisfied), E (dialogue effective), "
+        "when the model has the dialogue-quality head.",
+    )
     meta: dict[str, Any] | None = None
 
     @model_serializer(mode="wrap")
-    def _omit_missing_meta(self, handler):
+    def _omit_missing(self, handler):
         data = handler(self)
-        if data.get("meta") is None:
-            data.pop("meta", None)
+        for key in ("quality", "meta"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
     def to_json(self) -> dict:

@@ -12,7 +12,7 @@ import torch
 
 from zhijian.config import ZhijianConfig
 from zhijian.featurize import AgentTurnFeatures, Featurizer, pad_batch
-from zhijian.model import load_model_folder
+from zhijian.model import QUALITY_BINS, QUALITY_SCALES, has_quality_head, load_model_folder
 from zhijian.taxonomy import LABEL_IDS
 from zhijian.transcripts import Transcript
 
@@ -64,7 +64,8 @@ class Scorer:
         backend = backend or config.serving.backend
         if backend == "auto":
             exported = (Path(folder) / ONNX_DIR / FILES["onnx"]).is_file()
-            backend = "onnx" if exported and not device.startswith("cuda") else "torch"
+            # The ONNX export carries the turn heads only: a model with the quality head runs in torch.
+            backend = "onnx" if exported and not device.startswith("cuda") and not has_quality_head(folder) else "torch"
         model, tokenizer, config = load_model_folder(folder, weights=backend == "torch")
         config.serving.backend = backend  # the one in use, as /v1/model reports it
         if backend != "torch":
@@ -95,6 +96,24 @@ class Scorer:
             logits[chosen] = output.logits.float().cpu().numpy()
             tone[chosen] = output.tone.float().cpu().numpy()
         return logits, tone
+
+    @property
+    def has_quality(self) -> bool:
+        return hasattr(self.model, "quality_head")
+
+    @torch.inference_mode()
+    def quality(self, dialogues: Sequence[Transcript], batch_size: int | None = None) -> np.ndarray:
+        """A/S/E distributions over the bins -2..2, (dialogues, 3, 5), each whole dialogue read at once."""
+        features = [self.featurizer.encode_dialogue(dialogue) for dialogue in dialogues]
+        result = np.zeros((len(features), len(QUALITY_SCALES), QUALITY_BINS), dtype=np.float32)
+        batch_size = batch_size or self.config.serving.batch_size
+        order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
+        for start in range(0, len(order), batch_size):
+            chosen = order[start : start + batch_size]
+            batch = pad_batch([features[i].as_model_input() for i in chosen], self.tokenizer.pad_token_id)
+            output = self.model(**{key: value.to(self.device) for key, value in batch.items()})
+            result[chosen] = torch.softmax(output.quality.float(), dim=-1).cpu().numpy()
+        return result
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
         return sigmoid(logits / self.temperature + self.bias)
