@@ -175,10 +175,13 @@ def build_model(section: ModelSection, quality_head: bool = False) -> tuple[Zhij
         return ZhijianModel(config), tokenizer, "scratch (random init, project-built vocabulary)"
     try:
         tokenizer = AutoTokenizer.from_pretrained(base)
+        # Our settings go into the config itself: passed to from_pretrained as keyword arguments, the
+        # ones a plain BERT config lacks (quality_head) would reach the model's constructor instead.
+        config = BertConfig.from_pretrained(base)
+        config.update(extra)
         if section.random_init:
-            config = BertConfig.from_pretrained(base, **extra)
             return ZhijianModel(config), tokenizer, f"{base} architecture, random init"
-        model = ZhijianModel.from_pretrained(base, **extra)
+        model = ZhijianModel.from_pretrained(base, config=config)
     except OSError as error:
         if Path(base).exists():
             raise OSError(
