@@ -31,10 +31,17 @@ browser:
 test: install browser
 	$(VENV)/bin/pytest -q
 
-# Benchmarks on a quiet machine (issue 8, in progress): model variants, the server under load.
+# Benchmarks on a quiet machine (issue 8), then the table bench/README.md: about 13 minutes on 2 cores
+# (a minute more the first time: the bert-base folder and ONNX exports). QUICK=1: small sizes, mostly the
+# quickstart model, about 2 minutes, into bench/results/quick/.
+bench: BENCH_OUT = bench/results$(if $(QUICK),/quick)
 bench: install
-	$(PY) bench/model_speed.py $(if $(QUICK),--quick) --out bench/results/model.json
-	$(PY) bench/server_load.py $(if $(QUICK),--quick) --out bench/results/server.json
+	$(PY) bench/model_speed.py $(if $(QUICK),--quick --models quickstart) --out $(BENCH_OUT)/model.json
+	$(PY) bench/padding.py $(if $(QUICK),--quick) --out $(BENCH_OUT)/padding.json
+	$(PY) bench/train_speed.py $(if $(QUICK),--quick) --out $(BENCH_OUT)/train.json
+	$(PY) bench/scaling.py $(if $(QUICK),--quick) --out $(BENCH_OUT)/scaling.json
+	$(PY) bench/server_load.py $(if $(QUICK),--quick) --out $(BENCH_OUT)/server.json
+	$(PY) bench/table.py --results $(BENCH_OUT) --out $(if $(QUICK),$(BENCH_OUT)/README.md,bench/README.md)
 
 # Overload for 20 s against `zhijian serve` (bench/results/overload.json) and the other slow checks.
 reliability: install

@@ -1,13 +1,16 @@
-"""What the benchmarks share: the machine's description and the model folders they measure."""
+"""What the benchmarks share: the machine's description, the model folders they measure, the corpus's
+length mix, and the bookkeeping of a run (how much of the machine others took, whole-file writes)."""
 
 from __future__ import annotations
 
 import os
 import platform
+import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_BERT_BASE = ROOT.parent / "shared" / "models" / "bert-base-chinese"
+CORPUS = ROOT / "data" / "corpus" / "valid.jsonl"
 
 MODELS = {
     "quickstart": {"folder": ROOT / "runs" / "quickstart" / "model", "missing": "no runs/quickstart/model (run `make quickstart`)"},
@@ -32,13 +35,144 @@ def machine() -> dict:
         ort = onnxruntime.__version__
     except ImportError:
         ort = None
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": ort}
+    import transformers
+
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "onnxruntime": ort,
+    }
+
+
+def physical_cores() -> int:
+    """Hyperthreads share one core's FMA units: more threads than cores only adds contention."""
+    seen = set()
+    core = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if ":" in line:
+                key, value = (part.strip() for part in line.split(":", 1))
+                core[key] = value
+            elif core:
+                seen.add((core.get("physical id"), core.get("core id")))
+                core = {}
+    except OSError:
+        pass
+    seen.discard((None, None))
+    return len(seen) or os.cpu_count() or 1
+
+
+def busy_cpu_seconds() -> tuple[float, float]:
+    """(CPU-seconds the whole machine has been busy, CPU-seconds this process and its waited-for children used):
+    their growth apart is what other processes took during the run; on 2 cores anyone else's work shows in
+    every figure."""
+    import resource
+
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), used
+
+
+def bf16_is_native() -> bool:
+    """bf16 autocast only pays where the CPU has bf16 dot products (AVX512-BF16 or AMX); elsewhere it is emulated."""
+    flags = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+class RunClock:
+    """Wall time of a whole benchmark run and how much of the machine other processes took meanwhile."""
+
+    def __init__(self):
+        import time
+
+        self.started = time.perf_counter()
+        self.busy = busy_cpu_seconds()
+
+    def note(self, quick: bool) -> str:
+        import time
+
+        wall = time.perf_counter() - self.started
+        machine_now, own_now = busy_cpu_seconds()
+        others = max(0.0, (machine_now - self.busy[0]) - (own_now - self.busy[1]))
+        share = others / max(wall, 1e-9) / (os.cpu_count() or 1)
+        return (
+            f"run took {wall:.0f} s ({'quick' if quick else 'full'}); other processes used {others:.0f} CPU-s "
+            f"({share:.0%} of the machine) meanwhile" + ("; rerun on a quiet machine" if share > 0.05 else "")
+        )
+
+
+def write_report(path: Path, report: dict) -> None:
+    """Write a results file whole (a reader never sees half of one)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(staging, path)
+
+
+def finish(path: Path, report: dict, clock: "RunClock", quick: bool) -> None:
+    """The end of every bench script: note how busy the machine was, write the results, print the notes."""
+    report["notes"].append(clock.note(quick))
+    write_report(path, report)
+    print("\n".join(report["notes"]))
+
+
+def onnx_up_to_date(folder: Path) -> bool:
+    """Both ONNX files of `zhijian export --quantize int8` are there, and not older than the weights."""
+    from zhijian.export import FILES, ONNX_DIR
+
+    weights = folder / "model.safetensors"
+    paths = [folder / ONNX_DIR / name for name in FILES.values()]
+    return all(p.is_file() and (not weights.is_file() or p.stat().st_mtime >= weights.stat().st_mtime) for p in paths)
+
+
+def ensure_onnx(folder: Path) -> str | None:
+    """Export the folder to ONNX (fp32 + int8, as `zhijian export --quantize int8` does) when the files are
+    missing or older than the weights; returns a note when it exported."""
+    import time
+
+    from zhijian.export import export_onnx
+
+    if onnx_up_to_date(folder):
+        return None
+    start = time.perf_counter()
+    export_onnx(folder, "int8")
+    return f"exported ONNX fp32 + int8 in {time.perf_counter() - start:.0f} s"
+
+
+def mix_pool(scorer, size: int, seed: int = 0) -> list:
+    """`size` real agent turns of data/corpus/valid.jsonl with their context, featurized as serving does
+    (the corpus's length mix); a synthetic mix of short and long exchanges when no corpus is built."""
+    import random
+
+    from zhijian.transcripts import Transcript, read_transcripts
+
+    rng = random.Random(seed)
+    if CORPUS.is_file():
+        dialogues = read_transcripts([CORPUS])
+        dialogues = rng.sample(dialogues, min(len(dialogues), max(50, size)))
+    else:
+        texts = ["在吗", "亲,一般48小时内发出哦,具体以物流为准~", "这个质量怎么样,会不会用几天就坏了,我上次买的就坏了", "不好意思亲,已经是活动价了"]
+        dialogues = [
+            Transcript.model_validate({"id": f"s{n}", "turns": [{"role": ("customer", "agent")[t % 2], "text": rng.choice(texts) * rng.randint(1, 3)} for t in range(6)]})
+            for n in range(size)
+        ]
+    features = scorer.featurizer.encode(dialogues)
+    return rng.sample(features, min(size, len(features)))
 
 
 def model_folder(name: str) -> Path | None:
-    """The model folder to measure; bert-base is built once with random weights (speed does not depend on them)."""
+    """The model folder to measure ("quickstart", or "bert-base-chinese" = "bert-base"); bert-base is built once
+    with random weights (speed does not depend on them)."""
+    name = "bert-base" if name == "bert-base-chinese" else name
     folder = MODELS[name]["folder"]
-    if name == "bert-base" and not (folder / "zhijian.yaml").is_file():
+    if name == "bert-base" and not _thresholds_set(folder):
         if not (SHARED_BERT_BASE / "config.json").is_file():
             return None
         from zhijian.config import load_config
@@ -46,9 +180,19 @@ def model_folder(name: str) -> Path | None:
 
         config = load_config(overrides=[f"model.base={SHARED_BERT_BASE}", "model.random_init=true"])
         model, tokenizer, _ = build_model(config.model)
-        save_model_folder(model, tokenizer, config, folder)
-        _flag_like_a_trained_model(folder)
+        staging = folder.with_name(f"{folder.name}.building")  # a run killed before the thresholds are set leaves no folder
+        save_model_folder(model, tokenizer, config, staging)
+        _flag_like_a_trained_model(staging)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
     return folder if (folder / "zhijian.yaml").is_file() else None
+
+
+def _thresholds_set(folder: Path) -> bool:
+    """A whole bert-base folder: its config holds the thresholds _flag_like_a_trained_model sets last."""
+    from zhijian.config import load_config
+
+    return (folder / "zhijian.yaml").is_file() and bool(load_config(folder).thresholds.per_label)
 
 
 def _flag_like_a_trained_model(folder: Path, rate: float = 0.03) -> None:
@@ -71,20 +215,27 @@ def _flag_like_a_trained_model(folder: Path, rate: float = 0.03) -> None:
 
 def ten_turn_dialogues(count: int = 200, seed: int = 0) -> list[dict]:
     """Realistic 10-turn dialogues: consecutive turns of corpus validation dialogues, glued where one is short."""
-    import json
     import random
 
-    source = ROOT / "data" / "corpus" / "valid.jsonl"
-    turns = []
-    if source.is_file():
-        with source.open(encoding="utf-8") as handle:
-            for line in handle:
-                turns += [{"role": t["role"], "text": t["text"]} for t in json.loads(line)["turns"]]
-    else:  # no corpus built: a plain synthetic exchange
-        turns = [{"role": "customer", "text": "请问这个什么时候发货?"}, {"role": "agent", "text": "亲,一般48小时内发出哦,具体以物流为准~"}] * 50
+    turns = corpus_turns()
     rng = random.Random(seed)
     dialogues = []
     for n in range(count):
         start = rng.randrange(0, len(turns) - 10)
         dialogues.append({"id": f"load-{n}", "turns": turns[start : start + 10]})
     return dialogues
+
+
+def corpus_turns() -> list[dict]:
+    """Every turn of the corpus validation dialogues in reading order ({"role", "text"}); a plain synthetic
+    exchange when no corpus is built."""
+    import json
+
+    turns = []
+    if CORPUS.is_file():
+        with CORPUS.open(encoding="utf-8") as handle:
+            for line in handle:
+                turns += [{"role": t["role"], "text": t["text"]} for t in json.loads(line)["turns"]]
+    else:
+        turns = [{"role": "customer", "text": "请问这个什么时候发货?"}, {"role": "agent", "text": "亲,一般48小时内发出哦,具体以物流为准~"}] * 50
+    return turns

@@ -11,9 +11,12 @@ onnx_int8 (the files `zhijian export` writes) -- at batch 1, 8 and 32, on
 - "32x32": a fixed batch of 32 sequences of 32 tokens, no padding (the number usually quoted).
 
 max_prob_diff is the largest |calibrated probability - eager fp32's| over the same inputs and batch.
-serving_default marks, per model, the fastest variant (geometric mean of its "mix" utt/s) whose
-max_prob_diff stays <= 0.02. gemm_peak_gflops (a large fp32 matmul, this run) says what the machine
-could do at best, so figures from different machines can be compared.
+serving_default marks, per model, the variant `zhijian serve` and `zhijian score` run for that folder on
+a CPU (its `serving.backend`: auto = onnx_fp32 once exported, which this script does; torch = sdpa,
+transformers' default attention); fastest_within_0.02 marks the fastest variant (geometric mean of its
+"mix" utt/s) whose max_prob_diff stays <= 0.02, the candidate for a faster default. gemm_peak_gflops
+(a large fp32 matmul, this run) says what the machine could do at best, so figures from different
+machines can be compared.
 
     python bench/model_speed.py [--quick] [--out bench/results/model.json]
 """
@@ -36,38 +39,19 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import machine, model_folder  # noqa: E402
+from bench.common import RunClock, bf16_is_native, busy_cpu_seconds, ensure_onnx, machine, mix_pool, model_folder, physical_cores, finish  # noqa: E402
 from zhijian.featurize import AgentTurnFeatures  # noqa: E402
 from zhijian.scorer import Scorer  # noqa: E402
 
 VARIANTS = ("eager_fp32", "sdpa", "torch_dynamic_int8", "bf16_autocast", "onnx_fp32", "onnx_int8")
 BATCHES = (1, 8, 32)
 MAX_DIFF_FOR_DEFAULT = 0.02
-CORPUS = ROOT / "data" / "corpus" / "valid.jsonl"
 # Per model: (turns in the "mix" pool, seconds of passes per measurement, at least 3 passes unless one
 # pass alone takes 3x that) for --quick and full runs.
 BUDGET = {
     "quickstart": {"quick": (64, 0.4), "full": (128, 1.5)},
     "bert-base-chinese": {"quick": (16, 1.0), "full": (32, 4.0)},
 }
-
-
-def physical_cores() -> int:
-    """Hyperthreads share one core's FMA units: more threads than cores only adds contention."""
-    seen = set()
-    core = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if ":" in line:
-                key, value = (part.strip() for part in line.split(":", 1))
-                core[key] = value
-            elif core:
-                seen.add((core.get("physical id"), core.get("core id")))
-                core = {}
-    except OSError:
-        pass
-    seen.discard((None, None))
-    return len(seen) or os.cpu_count() or 1
 
 
 def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -79,44 +63,6 @@ def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
     return round(2 * n**3 / best / 1e9, 1)
-
-
-def busy_cpu_seconds() -> tuple[float, float]:
-    """(CPU-seconds the whole machine has been busy, CPU-seconds this process used): their growth apart is
-    what other processes took during the run; on 2 cores anyone else's work shows in every figure."""
-    import resource
-
-    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), own.ru_utime + own.ru_stime
-
-
-def bf16_is_native() -> bool:
-    """bf16 autocast only pays where the CPU has bf16 dot products (AVX512-BF16 or AMX); elsewhere it is emulated."""
-    flags = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "")
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
-
-
-def mix_pool(scorer: Scorer, size: int, seed: int = 0) -> list[AgentTurnFeatures]:
-    """Real agent turns with their context, as the Featurizer builds them for serving."""
-    from zhijian.transcripts import Transcript, read_transcripts
-
-    rng = random.Random(seed)
-    if CORPUS.is_file():
-        dialogues = read_transcripts([CORPUS])
-        dialogues = rng.sample(dialogues, min(len(dialogues), max(50, size)))
-    else:  # no corpus built: a synthetic mix of short and long exchanges
-        texts = ["在吗", "亲,一般48小时内发出哦,具体以物流为准~", "这个质量怎么样,会不会用几天就坏了,我上次买的就坏了", "不好意思亲,已经是活动价了"]
-        dialogues = [
-            Transcript.model_validate({"id": f"s{n}", "turns": [{"role": ("customer", "agent")[t % 2], "text": rng.choice(texts) * rng.randint(1, 3)} for t in range(6)]})
-            for n in range(size)
-        ]
-    features = scorer.featurizer.encode(dialogues)
-    return rng.sample(features, min(size, len(features)))
 
 
 def fixed_pool(scorer: Scorer, batch: int = 32, length: int = 32, seed: int = 0) -> list[AgentTurnFeatures]:
@@ -177,15 +123,12 @@ def build_variant(name: str, folder: Path, notes: list[str], model_name: str) ->
             notes.append(f"{model_name}: bf16_autocast skipped (no AVX512-BF16/AMX: bf16 would be emulated, slower than fp32)")
             return None
         return Autocast(model)
-    from zhijian.export import FILES, ONNX_DIR, OnnxModel, export_onnx
+    from zhijian.export import FILES, ONNX_DIR, OnnxModel
 
-    path = folder / ONNX_DIR / FILES["onnx" if name == "onnx_fp32" else "onnx-int8"]
-    weights = folder / "model.safetensors"
-    if not path.is_file() or (weights.is_file() and path.stat().st_mtime < weights.stat().st_mtime):
-        start = time.perf_counter()
-        export_onnx(folder, "int8")  # missing or older than the weights: export both, as `zhijian export` does
-        notes.append(f"{model_name}: exported ONNX fp32 + int8 in {time.perf_counter() - start:.0f} s")
-    return OnnxModel(path, threads=physical_cores())
+    exported = ensure_onnx(folder)  # missing or older than the weights: export both, as `zhijian export` does
+    if exported:
+        notes.append(f"{model_name}: {exported}")
+    return OnnxModel(folder / ONNX_DIR / FILES["onnx" if name == "onnx_fp32" else "onnx-int8"], threads=physical_cores())
 
 
 def others_share(before: tuple[float, float], after: tuple[float, float], wall: float) -> float:
@@ -276,16 +219,25 @@ def bench_model(model_name: str, folder: Path, quick: bool, notes: list[str], qu
             rows.append({
                 "model": model_name, "variant": variant, "inputs": inputs, "batch": batch,
                 "utt_per_s": round(utt, 1), "tokens_per_s": round(tok), "ratio_to_eager": round(utt / eager_utt, 2),
-                "max_prob_diff": float(f"{np.abs(probs - eager_probs).max():.2g}"), "serving_default": False,
+                "max_prob_diff": float(f"{np.abs(probs - eager_probs).max():.2g}"),
+                "serving_default": variant == serving_variant(folder), "fastest_within_0.02": False,
             })
             print(json.dumps(rows[-1]), flush=True)
         del model, scorer
         gc.collect()
-    mark_serving_default(rows)
+    mark_fastest_within(rows)
     return rows
 
 
-def mark_serving_default(rows: list[dict]) -> None:
+def serving_variant(folder: Path) -> str:
+    """The variant Scorer.load runs for this folder on a CPU, from its `serving.backend`."""
+    from zhijian.config import load_config
+
+    backend = load_config(folder / "zhijian.yaml").serving.backend
+    return {"auto": "onnx_fp32", "onnx": "onnx_fp32", "onnx-int8": "onnx_int8", "torch": "sdpa"}[backend]
+
+
+def mark_fastest_within(rows: list[dict]) -> None:
     """The fastest variant over the realistic mix whose probabilities stay within MAX_DIFF_FOR_DEFAULT of eager fp32."""
     speed, worst = {}, {}
     for row in rows:
@@ -296,7 +248,7 @@ def mark_serving_default(rows: list[dict]) -> None:
     if eligible:
         best = max(eligible, key=lambda v: sum(speed[v]) / len(speed[v]))
         for row in rows:
-            row["serving_default"] = row["variant"] == best
+            row["fastest_within_0.02"] = row["variant"] == best
 
 
 def main() -> None:
@@ -308,38 +260,21 @@ def main() -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(physical_cores())
-    started = time.perf_counter()
-    machine_busy, own_busy = busy_cpu_seconds()
+    clock = RunClock()
     quiet = Quiet(allowance_s=60 if args.quick else 300)
     quiet.wait()  # start on a quiet machine when there is one
-    info = machine()
     report = {
-        "machine": {
-            "cpu": info["cpu"], "cores": physical_cores(), "torch": info["torch"], "onnxruntime": info["onnxruntime"],
-            "gemm_peak_gflops": gemm_peak_gflops(),
-        },
+        "machine": machine() | {"cores": physical_cores(), "gemm_peak_gflops": gemm_peak_gflops()},
         "rows": [],
         "notes": [],
     }
     for name in args.models.split(","):
-        folder = model_folder("bert-base" if name == "bert-base-chinese" else name)
+        folder = model_folder(name)
         if folder is None or not (folder / "zhijian.yaml").is_file():
             report["notes"].append(f"{name}: skipped (no model folder; bert-base-chinese needs ../shared/models/bert-base-chinese/config.json)")
             continue
         report["rows"] += bench_model(name, folder, args.quick, report["notes"], quiet)
-    wall = time.perf_counter() - started
-    machine_now, own_now = busy_cpu_seconds()
-    others = max(0.0, (machine_now - machine_busy) - (own_now - own_busy))
-    share = others / wall / (os.cpu_count() or 1)
-    report["notes"].append(
-        f"run took {wall:.0f} s ({'quick' if args.quick else 'full'}); other processes used {others:.0f} CPU-s "
-        f"({share:.0%} of the machine) meanwhile" + ("; rerun on a quiet machine" if share > 0.05 else "")
-    )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    staging = args.out.with_name(f".{args.out.name}.tmp")
-    staging.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(staging, args.out)
-    print("\n".join(report["notes"]))
+    finish(args.out, report, clock, args.quick)
 
 
 if __name__ == "__main__":
