@@ -55,7 +55,10 @@ def export_onnx(model_dir: str | Path, quantize: str | None = None) -> list[Path
         int8 = out / FILES["onnx-int8"]
         staging = out / f".{int8.name}.tmp"
         # Weights int8 per channel, activations quantized on the fly: the usual recipe for BERT on CPU.
-        quantize_dynamic(str(fp32), str(staging), weight_type=QuantType.QInt8, per_channel=True)
+        # reduce_range (7-bit weights): on AVX2 CPUs without VNNI, ONNX Runtime's u8s8 kernels can saturate
+        # (its quantization docs); measured on an AVX2-only machine, full range changed 1.2 % of the test
+        # model's label sets and moved a quickstart probability by 0.051.
+        quantize_dynamic(str(fp32), str(staging), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
         os.replace(staging, int8)
         written.append(int8)
     return written
