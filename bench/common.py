@@ -84,6 +84,22 @@ def bf16_is_native() -> bool:
     return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def others_share(before: tuple[float, float], after: tuple[float, float], wall: float) -> float:
+    """The share of the machine's CPU time that other processes took between two busy_cpu_seconds() readings."""
+    others = (after[0] - before[0]) - (after[1] - before[1])
+    return max(0.0, others) / max(wall, 1e-9) / (os.cpu_count() or 1)
+
+
+def rss_mb(pid: int | None) -> float:
+    """Resident memory of a process, in MB (NaN when there is no process to read)."""
+    if pid is None:
+        return float("nan")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class RunClock:
     """Wall time of a whole benchmark run and how much of the machine other processes took meanwhile."""
 
@@ -97,9 +113,9 @@ class RunClock:
         import time
 
         wall = time.perf_counter() - self.started
-        machine_now, own_now = busy_cpu_seconds()
-        others = max(0.0, (machine_now - self.busy[0]) - (own_now - self.busy[1]))
-        share = others / max(wall, 1e-9) / (os.cpu_count() or 1)
+        now = busy_cpu_seconds()
+        others = max(0.0, (now[0] - self.busy[0]) - (now[1] - self.busy[1]))
+        share = others_share(self.busy, now, wall)
         return (
             f"run took {wall:.0f} s ({'quick' if quick else 'full'}); other processes used {others:.0f} CPU-s "
             f"({share:.0%} of the machine) meanwhile" + ("; rerun on a quiet machine" if share > 0.05 else "")

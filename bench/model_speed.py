@@ -39,7 +39,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import RunClock, bf16_is_native, busy_cpu_seconds, ensure_onnx, machine, mix_pool, model_folder, physical_cores, finish  # noqa: E402
+from bench.common import RunClock, bf16_is_native, busy_cpu_seconds, others_share, ensure_onnx, machine, mix_pool, model_folder, physical_cores, finish  # noqa: E402
 from zhijian.featurize import AgentTurnFeatures  # noqa: E402
 from zhijian.scorer import Scorer  # noqa: E402
 
@@ -129,12 +129,6 @@ def build_variant(name: str, folder: Path, notes: list[str], model_name: str) ->
     if exported:
         notes.append(f"{model_name}: {exported}")
     return OnnxModel(folder / ONNX_DIR / FILES["onnx" if name == "onnx_fp32" else "onnx-int8"], threads=physical_cores())
-
-
-def others_share(before: tuple[float, float], after: tuple[float, float], wall: float) -> float:
-    """The share of the machine's CPU time that other processes took between two busy_cpu_seconds() readings."""
-    others = (after[0] - before[0]) - (after[1] - before[1])
-    return max(0.0, others) / max(wall, 1e-9) / (os.cpu_count() or 1)
 
 
 class Quiet:

@@ -23,16 +23,9 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.common import rss_mb  # noqa: E402
 BODY = {"id": "burst", "turns": [{"role": "customer", "text": "能开发票吗"}, {"role": "agent", "text": "要发票得加6个点"}] * 5}
-
-
-def rss_mb(pid: int | None) -> float:
-    if pid is None:
-        return float("nan")
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def burst(url: str, seconds: float, clients: int, pid: int | None = None, timeout: float = 60.0) -> dict:

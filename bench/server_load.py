@@ -37,17 +37,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import RunClock, ensure_onnx, machine, model_folder, ten_turn_dialogues, finish  # noqa: E402
+from bench.common import RunClock, ensure_onnx, rss_mb, machine, model_folder, ten_turn_dialogues, finish  # noqa: E402
 
 RUNS = "quickstart:onnx,bert-base-chinese:onnx-int8"
 QUICK_RUNS = "quickstart:onnx"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def free_port() -> int:
