@@ -7,17 +7,19 @@ each concurrency (1, 8, 32, 128), and samples the server's RSS at rest (rss_rest
 that is part of the figure.
 
 Clients stop sending when the time is up; the requests still in flight are waited for and counted, and
-req_per_s divides by the whole time including that drain (the server is busy throughout). At a
-concurrency the server cannot keep up with (bert-base at 128: a round of 128 requests takes longer than
-the window) the latencies are mostly queueing. The queue is raised to 256 so that 128 clients get no 503.
+req_per_s divides by the whole time including that drain (the server is busy throughout). The queue is
+raised to 256 so that 128 clients get no 503.
 
 By default each model runs on its fast CPU path: quickstart on `onnx` (the ONNX fp32 model, what
-`serving.backend: auto` serves once `zhijian export` wrote it; int8 changes its labels too often), the
+`serving.backend: auto` serves once `zhijian export` wrote it) at 1, 8, 32 and 128 clients; the
 bert-base-chinese architecture on `onnx-int8` (the README's recommendation for bert-base-sized models;
-eager torch would need minutes per round of 128 requests on 2 cores). The ONNX files are exported into
-the model folder when missing, as model_speed.py does.
+eager torch would need minutes per round of 128 requests on 2 cores) at 1, 8 and 32: on 2 cores it
+answers ~1.6 requests/s, so at 128 clients the latencies are only queueing (p99 80 s on 2026-11-29)
+and draining the last round alone takes 80 s of the suite's 15 minutes. A run's own levels follow a
+third field, `model:backend:1/8/32`; `--runs bert-base-chinese:onnx-int8:128` measures that level.
+The ONNX files are exported into the model folder when missing, as model_speed.py does.
 
-    python bench/server_load.py [--quick] [--runs quickstart:onnx,bert-base-chinese:onnx-int8] [--concurrency 1,8,32,128]
+    python bench/server_load.py [--quick] [--runs quickstart:onnx,bert-base-chinese:onnx-int8:1/8/32] [--concurrency 1,8,32,128] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import RunClock, ensure_onnx, rss_mb, machine, model_folder, ten_turn_dialogues, finish  # noqa: E402
 
-RUNS = "quickstart:onnx,bert-base-chinese:onnx-int8"
+RUNS = "quickstart:onnx,bert-base-chinese:onnx-int8:1/8/32"
 QUICK_RUNS = "quickstart:onnx"
 
 
@@ -121,25 +123,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_RUNS} only, 3 s per level (about half a minute)")
     parser.add_argument("--runs", default=None, help=f"model:backend pairs (default {RUNS})")
-    parser.add_argument("--concurrency", default="1,8,32,128")
-    parser.add_argument("--seconds", type=float, default=None, help="Sending time per concurrency level (default 8, quick 3).")
+    parser.add_argument("--concurrency", default="1,8,32,128", help="levels of the runs that name none")
+    parser.add_argument("--seconds", type=float, default=None, help="Sending time per concurrency level (default 5, quick 3).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "server.json")
     args = parser.parse_args()
-    seconds = args.seconds or (3.0 if args.quick else 8.0)
-    runs = [run.split(":") for run in (args.runs or (QUICK_RUNS if args.quick else RUNS)).split(",")]
+    seconds = args.seconds or (3.0 if args.quick else 5.0)
+    runs = [(run.split(":") + [args.concurrency.replace(",", "/")])[:3] for run in (args.runs or (QUICK_RUNS if args.quick else RUNS)).split(",")]
     clock = RunClock()
     dialogues = ten_turn_dialogues()
     result = {"machine": machine(), "dialogue_turns": 10, "seconds_per_level": seconds, "rows": [], "notes": []}
     log_path = args.out.with_suffix(".log")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
-        for name, backend in runs:
+        for name, backend, levels in runs:
             folder = model_folder(name)
             if folder is None:
                 result["notes"].append(f"{name}: skipped (no model folder)")
                 continue
             if backend.startswith("onnx") and (exported := ensure_onnx(folder)):
                 result["notes"].append(f"{name}: {exported}")
+            if levels != args.concurrency.replace(",", "/"):
+                result["notes"].append(f"{name}/{backend}: {levels.replace('/', ', ')} clients only (its own levels; why: bench/server_load.py)")
             port = free_port()
             url = f"http://127.0.0.1:{port}"
             process = serve(folder, backend, port, log)
@@ -153,7 +157,7 @@ def main() -> None:
             try:
                 at_rest = rss_mb(process.pid)
                 asyncio.run(run_load(url, dialogues, 2, 1.5, process.pid))  # warm-up
-                for concurrency in map(int, args.concurrency.split(",")):
+                for concurrency in map(int, levels.split("/")):
                     row = {"model": name, "variant": backend, "rss_rest_mb": round(at_rest, 1)}
                     row |= asyncio.run(run_load(url, dialogues, concurrency, seconds, process.pid))
                     result["rows"].append(row)

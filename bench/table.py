@@ -141,8 +141,13 @@ def render(found: dict[str, dict], results: Path) -> str:
         f"Written by `bench/table.py` from `{results.relative_to(ROOT) if results.is_relative_to(ROOT) else results}/*.json`; do not edit by hand (issue 8).", "",
         f"**Machine**: {merged.get('cpu', '?')}, {merged.get('cores', '?')} cores, measured fp32 GEMM peak {num(gemm)} GFLOP/s.  ",
         f"**Versions**: Python {merged.get('python', '?')}, torch {merged.get('torch', '?')}, transformers {merged.get('transformers', '?')}, "
-        f"onnxruntime {merged.get('onnxruntime', '?')}.",
+        f"onnxruntime {merged.get('onnxruntime', '?')}.  ",
     ]
+    timed = {name: r["wall_s"] for name, r in found.items() if name != "overload" and "wall_s" in r}
+    if timed:
+        total = sum(timed.values())
+        lines.append(f"**Run time**: {num(total)} s ({total / 60:.1f} min) for the {len(timed)} scripts of `make bench` ("
+                     + ", ".join(f"{name} {num(seconds)} s" for name, seconds in timed.items()) + ").")
     differ = sorted({(m.get("cpu"), m.get("cores")) for m in machines})
     if len(differ) > 1:
         lines += ["", f"Warning: the files come from different machines: {differ}."]
