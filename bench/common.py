@@ -144,26 +144,36 @@ def finish(path: Path, report: dict, clock: "RunClock", quick: bool) -> None:
 
 
 def onnx_up_to_date(folder: Path) -> bool:
-    """Both ONNX files of `zhijian export --quantize int8` are there, and not older than the weights."""
-    from zhijian.export import FILES, ONNX_DIR
+    """Both ONNX files of `zhijian export --quantize int8` are there, made with the current recipe and checked
+    (onnx/export.json), and not older than the weights."""
+    from zhijian.export import FILES, ONNX_DIR, RECIPE, read_manifest
 
     weights = folder / "model.safetensors"
     paths = [folder / ONNX_DIR / name for name in FILES.values()]
-    return all(p.is_file() and (not weights.is_file() or p.stat().st_mtime >= weights.stat().st_mtime) for p in paths)
+    manifest = read_manifest(folder)
+    current = manifest.get("recipe") == RECIPE and manifest.get("int8_check") is not None
+    return current and all(p.is_file() and (not weights.is_file() or p.stat().st_mtime >= weights.stat().st_mtime) for p in paths)
 
 
 def ensure_onnx(folder: Path) -> str | None:
-    """Export the folder to ONNX (fp32 + int8, as `zhijian export --quantize int8` does) when the files are
-    missing or older than the weights; returns a note when it exported."""
+    """Export the folder to ONNX as `zhijian export --quantize int8` does (fp32 + int8, int8 checked on the
+    model's validation transcripts, else the corpus's) when the files are missing, stale or unchecked;
+    returns a note when it exported."""
+    import itertools
     import time
 
-    from zhijian.export import export_onnx
+    from zhijian.export import default_check_files, export_onnx, read_manifest
+    from zhijian.transcripts import iter_transcripts
 
     if onnx_up_to_date(folder):
         return None
     start = time.perf_counter()
-    export_onnx(folder, "int8")
-    return f"exported ONNX fp32 + int8 in {time.perf_counter() - start:.0f} s"
+    files = default_check_files(folder) or ([CORPUS] if CORPUS.is_file() else [])
+    export_onnx(folder, "int8", check=itertools.chain.from_iterable(iter_transcripts(path) for path in files))
+    check = read_manifest(folder)["int8_check"]
+    return (f"exported ONNX fp32 + int8 in {time.perf_counter() - start:.0f} s; int8 vs fp32 on {check['turns']} agent turns "
+            f"of {', '.join(str(f) for f in files) or 'nothing'}: largest probability change {check['max_prob_diff']}, "
+            f"label sets unchanged {check['label_sets_unchanged']}")
 
 
 def mix_pool(scorer, size: int, seed: int = 0) -> list:

@@ -6,8 +6,8 @@ message and the agent's answer, so 100k dialogues fit the suite's time budget), 
 as often as the size needs (the scorer keeps no cache, so repeats cost what new text costs).
 
 Each size runs the real CLI in a subprocess, with default evidence (clause occlusion), checks and
-template. The backend is set explicitly (`--backend`, default onnx: the ONNX fp32 model, what
-`serving.backend: auto` picks once `zhijian export` wrote it, same probabilities as torch) through a
+template. The backend (`--backend`, default auto: what `zhijian score` runs for the folder, with the ONNX
+files exported and checked; the report names the one auto chose) is set through a
 temporary copy of the model folder's zhijian.yaml beside links to its files; `score` has no backend
 option and reads it from the folder. When the folder has no up-to-date ONNX export, the copy is exported
 (the model folder itself is left as it is).
@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--sizes", default=None, help="dialogue counts (default 1000,10000,100000; quick 1000)")
     parser.add_argument("--turns", type=int, default=2, help="turns per dialogue")
     parser.add_argument("--model", default="quickstart")
-    parser.add_argument("--backend", default="onnx", choices=["torch", "onnx", "onnx-int8"])
+    parser.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx", "onnx-int8"])
     parser.add_argument("--force", action="store_true", help=f"run every size even when one is predicted to take over {MAX_SECONDS:g} s")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scaling.json")
     args = parser.parse_args()
@@ -128,6 +128,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="zhijian-scaling-") as temp:
         temp = Path(temp)
         model = model_copy(folder, args.backend, temp, report["notes"])
+        if args.backend == "auto":
+            from zhijian.scorer import auto_backend
+
+            report["backend"] = f"auto ({auto_backend(model, 'cpu')})"
         write_input(temp / "one.jsonl", 1, pool)
         startup, startup_rss, status = run_score(model, temp / "one.jsonl", temp / "one.out.jsonl", log)
         if status:

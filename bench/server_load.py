@@ -10,16 +10,16 @@ Clients stop sending when the time is up; the requests still in flight are waite
 req_per_s divides by the whole time including that drain (the server is busy throughout). The queue is
 raised to 256 so that 128 clients get no 503.
 
-By default each model runs on its fast CPU path: quickstart on `onnx` (the ONNX fp32 model, what
-`serving.backend: auto` serves once `zhijian export` wrote it) at 1, 8, 32 and 128 clients; the
-bert-base-chinese architecture on `onnx-int8` (the README's recommendation for bert-base-sized models;
-eager torch would need minutes per round of 128 requests on 2 cores) at 1, 8 and 32: on 2 cores it
-answers ~1.6 requests/s, so at 128 clients the latencies are only queueing (p99 80 s on 2026-11-29)
-and draining the last round alone takes 80 s of the suite's 15 minutes. A run's own levels follow a
-third field, `model:backend:1/8/32`; `--runs bert-base-chinese:onnx-int8:128` measures that level.
-The ONNX files are exported into the model folder when missing, as model_speed.py does.
+By default each model runs what `zhijian serve` serves it with on a CPU (`serving.backend: auto`: the
+int8 ONNX model when its export checked it within 0.02 of fp32, else the fp32 one; the ONNX files are
+exported and checked into the folder first, as model_speed.py does); the row's variant is the backend
+the server reports at /v1/model. quickstart runs at 1, 8, 32 and 128 clients; the bert-base-chinese
+architecture at 1, 8 and 32: on 2 cores it answers ~2 requests/s, so at 128 clients the latencies are
+only queueing (p99 80 s on 2026-11-29) and draining the last round alone takes over a minute of the
+suite's 15. A run's own levels follow a third field, `model:backend:1/8/32`;
+`--runs bert-base-chinese:auto:128` measures that level.
 
-    python bench/server_load.py [--quick] [--runs quickstart:onnx,bert-base-chinese:onnx-int8:1/8/32] [--concurrency 1,8,32,128] [--seconds 5]
+    python bench/server_load.py [--quick] [--runs quickstart:auto,bert-base-chinese:auto:1/8/32] [--concurrency 1,8,32,128] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import RunClock, ensure_onnx, rss_mb, machine, model_folder, ten_turn_dialogues, finish  # noqa: E402
 
-RUNS = "quickstart:onnx,bert-base-chinese:onnx-int8:1/8/32"
-QUICK_RUNS = "quickstart:onnx"
+RUNS = "quickstart:auto,bert-base-chinese:auto:1/8/32"
+QUICK_RUNS = "quickstart:auto"
 
 
 def free_port() -> int:
@@ -140,7 +140,7 @@ def main() -> None:
             if folder is None:
                 result["notes"].append(f"{name}: skipped (no model folder)")
                 continue
-            if backend.startswith("onnx") and (exported := ensure_onnx(folder)):
+            if backend != "torch" and (exported := ensure_onnx(folder)):
                 result["notes"].append(f"{name}: {exported}")
             if levels != args.concurrency.replace(",", "/"):
                 result["notes"].append(f"{name}/{backend}: {levels.replace('/', ', ')} clients only (its own levels; why: bench/server_load.py)")
@@ -156,6 +156,7 @@ def main() -> None:
                 continue
             try:
                 at_rest = rss_mb(process.pid)
+                backend = httpx.get(f"{url}/v1/model").json()["backend"]  # what auto chose
                 asyncio.run(run_load(url, dialogues, 2, 1.5, process.pid))  # warm-up
                 for concurrency in map(int, levels.split("/")):
                     row = {"model": name, "variant": backend, "rss_rest_mb": round(at_rest, 1)}

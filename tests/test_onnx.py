@@ -1,5 +1,6 @@
 """The ONNX Runtime path: export, parity with PyTorch, the server's backend choice."""
 
+import json
 import shutil
 
 import numpy as np
@@ -8,7 +9,7 @@ from typer.testing import CliRunner
 
 from conftest import SHARED, make_dialogues
 from zhijian.cli import app
-from zhijian.export import export_onnx
+from zhijian.export import CHECK_MAX_TURNS, RECIPE, export_onnx, read_manifest
 from zhijian.model import ModelFolderError
 from zhijian.scorer import Scorer
 from zhijian.transcripts import Transcript, read_transcripts
@@ -56,9 +57,38 @@ def test_onnx_int8_stays_within_its_stated_tolerance(exported):
     assert same >= 0.99, f"int8 changes the label set of {1 - same:.1%} of turns"
 
 
-def test_auto_backend_serves_onnx_once_exported(exported, tiny_model):
-    assert Scorer.load(exported, "cpu").config.serving.backend == "onnx"
+def test_export_records_how_far_int8_moves_the_probabilities_of_the_check_transcripts(exported, tmp_path):
+    folder = shutil.copytree(exported, tmp_path / "model")
+    dialogues = _dialogues()
+    export_onnx(folder, "int8", check=dialogues)
+    check = read_manifest(folder)["int8_check"]
+    fp32, int8 = Scorer.load(folder, "cpu", "onnx").predict(dialogues), Scorer.load(folder, "cpu", "onnx-int8").predict(dialogues)
+    assert check["turns"] == min(len(fp32.features), CHECK_MAX_TURNS)
+    assert check["max_prob_diff"] == pytest.approx(np.abs(int8.probs - fp32.probs)[: check["turns"]].max(), abs=1e-5)
+
+
+def _with_int8_check(folder, max_prob_diff, recipe=RECIPE):
+    manifest = read_manifest(folder) | {"recipe": recipe, "int8_check": {"turns": 100, "max_prob_diff": max_prob_diff, "label_sets_unchanged": 1.0}}
+    (folder / "onnx" / "export.json").write_text(json.dumps(manifest))
+    return Scorer.load(folder, "cpu").config.serving.backend
+
+
+def test_auto_backend_serves_int8_only_when_its_export_checked_it_within_tolerance(exported, tiny_model, tmp_path):
+    folder = shutil.copytree(exported, tmp_path / "model")
+    assert _with_int8_check(folder, 0.004) == "onnx-int8"
+    assert _with_int8_check(folder, 0.03) == "onnx"  # beyond 0.02: the fp32 model
+    assert _with_int8_check(folder, 0.004, recipe=1) == "onnx"  # made before reduce_range: may saturate
+    (folder / "onnx" / "export.json").unlink()
+    assert Scorer.load(folder, "cpu").config.serving.backend == "onnx"  # exported before there was a check
     assert Scorer.load(tiny_model, "cpu").config.serving.backend == "torch"  # nothing exported
+
+
+def test_export_says_what_auto_will_serve(exported, tmp_path):
+    folder = shutil.copytree(exported, tmp_path / "model")
+    result = runner.invoke(app, ["export", "--model", str(folder), "--quantize", "int8", "--check", str(tmp_path / "missing.jsonl")])
+    assert result.exit_code == 2 and "missing.jsonl: no such file" in result.output
+    result = runner.invoke(app, ["export", "--model", str(folder)])  # fp32 only: the int8 file is left, unchecked
+    assert result.exit_code == 0 and "now serves onnx on CPU" in result.output
 
 
 def test_asking_for_a_model_that_was_not_exported_says_how_to_export_it(tiny_model):

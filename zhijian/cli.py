@@ -244,23 +244,49 @@ def export(
     model: ModelOption = DEFAULT_MODEL,
     format_: Annotated[str, typer.Option("--format", help="Only 'onnx' for now.")] = "onnx",
     quantize: Annotated[Optional[str], typer.Option(help="'int8': also a dynamic int8 model (serving.backend: onnx-int8).")] = None,
+    check: Annotated[
+        Optional[list[Path]],
+        typer.Option(help="Transcripts to measure int8 against fp32 on (default: the model's data.valid files that exist)."),
+    ] = None,
 ) -> None:
-    """Write an ONNX Runtime model into the model folder (onnx/model.onnx; onnx/model.int8.onnx with --quantize int8)."""
+    """Write an ONNX Runtime model into the model folder (onnx/model.onnx; onnx/model.int8.onnx with --quantize int8).
+
+    With --quantize int8 the quantized model is checked against fp32 on the first 500 agent turns of the
+    check transcripts; `serving.backend: auto` serves it only when no probability moved by more than 0.02.
+    """
+    import itertools
+
     from zhijian.model import ModelFolderError
+    from zhijian.transcripts import TranscriptError, iter_transcripts
 
     if format_ != "onnx":
         _fail(f"--format must be 'onnx', not {format_!r}")
     try:
-        from zhijian.export import export_onnx
+        from zhijian.export import INT8_AUTO_MAX_PROB_DIFF, default_check_files, export_onnx, read_manifest
+        from zhijian.scorer import auto_backend
 
-        written = export_onnx(model, quantize)
-    except (ModelFolderError, ValueError) as error:
+        files = check or (default_check_files(model) if quantize == "int8" else [])
+        for path in files or []:
+            if not Path(path).is_file():
+                _fail(f"--check {path}: no such file")
+        dialogues = itertools.chain.from_iterable(iter_transcripts(path) for path in files) if files else None
+        written = export_onnx(model, quantize, check=dialogues)
+    except (ModelFolderError, ValueError, TranscriptError) as error:
         _fail(str(error))
     except ImportError as error:
         _fail(f"{error}; install the onnx extra: pip install -e '.[onnx]'")
     for path in written:
         console.print(f"wrote {path}")
-    console.print("`serving.backend: auto` (the default) now serves the ONNX fp32 model on CPU; `onnx-int8` picks the quantized one.")
+    result = read_manifest(model).get("int8_check")
+    if result and result["turns"]:
+        within = "within" if result["max_prob_diff"] <= INT8_AUTO_MAX_PROB_DIFF else "beyond"
+        console.print(
+            f"int8 vs fp32 on {result['turns']} agent turns: largest probability change {result['max_prob_diff']:.4f} "
+            f"({within} {INT8_AUTO_MAX_PROB_DIFF}), label sets unchanged for {result['label_sets_unchanged']:.1%} of turns"
+        )
+    elif quantize == "int8":
+        console.print("int8 not checked (no --check transcripts and no data.valid file with agent turns)")
+    console.print(f"`serving.backend: auto` (the default) now serves {auto_backend(model, 'cpu')} on CPU.")
 
 
 def _print_readable(result) -> None:

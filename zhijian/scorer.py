@@ -29,6 +29,18 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def auto_backend(folder: str | Path, device: str) -> str:
+    """What `serving.backend: auto` runs: on CPU, the int8 ONNX model when its export checked it within
+    0.02 of fp32, else the fp32 ONNX model when exported, else torch; torch on a GPU."""
+    from zhijian.export import FILES, ONNX_DIR, int8_verified
+
+    if device.startswith("cuda") or has_quality_head(folder):  # the ONNX export carries the turn heads only
+        return "torch"
+    if int8_verified(folder):
+        return "onnx-int8"
+    return "onnx" if (Path(folder) / ONNX_DIR / FILES["onnx"]).is_file() else "torch"
+
+
 @dataclass
 class Predictions:
     """Model outputs for every agent turn of a list of dialogues, in reading order."""
@@ -54,18 +66,15 @@ class Scorer:
         """Load a trained model folder; `device` and `backend` default to the folder's `serving` config.
 
         backend "torch" runs the PyTorch model (fp16 on a GPU); "onnx" / "onnx-int8" run the ONNX
-        Runtime model that `zhijian export` wrote into the folder; "auto" takes "onnx" when it is
-        there (on CPU), else "torch".
+        Runtime model that `zhijian export` wrote into the folder; "auto" is `auto_backend`.
         """
-        from zhijian.export import FILES, ONNX_DIR, load_onnx_model
+        from zhijian.export import load_onnx_model
 
         _, _, config = load_model_folder(folder, weights=False)
         device = resolve_device(device or config.serving.device)
         backend = backend or config.serving.backend
         if backend == "auto":
-            exported = (Path(folder) / ONNX_DIR / FILES["onnx"]).is_file()
-            # The ONNX export carries the turn heads only: a model with the quality head runs in torch.
-            backend = "onnx" if exported and not device.startswith("cuda") and not has_quality_head(folder) else "torch"
+            backend = auto_backend(folder, device)
         model, tokenizer, config = load_model_folder(folder, weights=backend == "torch")
         config.serving.backend = backend  # the one in use, as /v1/model reports it
         if backend != "torch":
