@@ -172,7 +172,7 @@ def ensure_onnx(folder: Path) -> str | None:
     export_onnx(folder, "int8", check=itertools.chain.from_iterable(iter_transcripts(path) for path in files))
     check = read_manifest(folder)["int8_check"]
     return (f"exported ONNX fp32 + int8 in {time.perf_counter() - start:.0f} s; int8 vs fp32 on {check['turns']} agent turns "
-            f"of {', '.join(str(f) for f in files) or 'nothing'}: largest probability change {check['max_prob_diff']}, "
+            f"of {', '.join(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f) for f in files) or 'nothing'}: largest probability change {check['max_prob_diff']}, "
             f"label sets unchanged {check['label_sets_unchanged']}")
 
 
