@@ -31,8 +31,8 @@ browser:
 test: install browser
 	$(VENV)/bin/pytest -q
 
-# Benchmarks on a quiet machine (issue 8), then the table bench/README.md: about 13 minutes on 2 cores
-# (a minute more the first time: the bert-base folder and ONNX exports). QUICK=1: small sizes, mostly the
+# Benchmarks on a quiet machine (issue 8), then the table bench/README.md: about 10.5 minutes on 2 cores
+# (12 the first time: the bert-base folder, its ONNX export and int8 check; `make quickstart` first). QUICK=1: small sizes, mostly the
 # quickstart model, about 2 minutes, into bench/results/quick/.
 bench: BENCH_OUT = bench/results$(if $(QUICK),/quick)
 bench: install
