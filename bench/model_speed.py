@@ -17,7 +17,8 @@ model's validation turns, else onnx_fp32 once exported, which this script does; 
 transformers' default attention); fastest_within_0.02 marks the fastest variant (geometric mean of its
 "mix" utt/s) whose max_prob_diff stays <= 0.02, the candidate for a faster default. gemm_peak_gflops
 (a large fp32 matmul, this run) says what the machine could do at best, so figures from different
-machines can be compared.
+machines can be compared; each row's gflops is the encoder's useful work (encoder_flops over the real
+tokens) per second, and peak_share that over the peak.
 
     python bench/model_speed.py [--quick] [--out bench/results/model.json]
 """
@@ -64,6 +65,16 @@ def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - start)
     return round(2 * n**3 / best / 1e9, 1)
+
+
+def encoder_flops(folder: Path, length: int) -> float:
+    """FLOPs (2 per multiply-add) of one sequence of `length` real tokens through the encoder: per layer the
+    Q/K/V/output projections (4·L·H²), the feed-forward (2·L·H·I) and the attention scores and mixing
+    (2·L²·H). Embeddings, softmax, layer norms and the heads are left out: under 1 % for BERT. Padding is
+    not counted: this is the useful work, so padding shows as a lower share of the peak."""
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    return 2.0 * layers * (4 * length * hidden**2 + 2 * length * hidden * inner + 2 * length**2 * hidden)
 
 
 def fixed_pool(scorer: Scorer, batch: int = 32, length: int = 32, seed: int = 0) -> list[AgentTurnFeatures]:
@@ -185,7 +196,7 @@ def measure(scorer: Scorer, pool: list[AgentTurnFeatures], batch: int, budget_s:
     return best
 
 
-def bench_model(model_name: str, folder: Path, quick: bool, notes: list[str], quiet: Quiet) -> list[dict]:
+def bench_model(model_name: str, folder: Path, quick: bool, notes: list[str], quiet: Quiet, peak_gflops: float) -> list[dict]:
     from zhijian.model import load_model_folder
 
     _, tokenizer, config = load_model_folder(folder, weights=False)
@@ -198,6 +209,7 @@ def bench_model(model_name: str, folder: Path, quick: bool, notes: list[str], qu
         f"(max_length {config.features.max_length}); {budget:g} s per measurement"
     )
     cells = [("mix", b) for b in BATCHES] + [("32x32", 32)]
+    flops_per_turn = {name: float(np.mean([encoder_flops(folder, len(f.input_ids)) for f in pool])) for name, pool in pools.items()}
     rows, reference = [], {}
     for variant in VARIANTS:
         model = build_variant(variant, folder, notes, model_name)
@@ -215,6 +227,8 @@ def bench_model(model_name: str, folder: Path, quick: bool, notes: list[str], qu
                 "model": model_name, "variant": variant, "inputs": inputs, "batch": batch,
                 "utt_per_s": round(utt, 1), "tokens_per_s": round(tok), "ratio_to_eager": round(utt / eager_utt, 2),
                 "max_prob_diff": float(f"{np.abs(probs - eager_probs).max():.2g}"),
+                # int8 variants are measured against the fp32 peak too: above 1 means int8 did more than fp32 could
+                "gflops": round(utt * flops_per_turn[inputs] / 1e9, 1), "peak_share": round(utt * flops_per_turn[inputs] / 1e9 / peak_gflops, 3),
                 "serving_default": False, "fastest_within_0.02": False,
             })
             print(json.dumps(rows[-1]), flush=True)
@@ -273,7 +287,7 @@ def main() -> None:
         if folder is None or not (folder / "zhijian.yaml").is_file():
             report["notes"].append(f"{name}: skipped (no model folder; bert-base-chinese needs ../shared/models/bert-base-chinese/config.json)")
             continue
-        report["rows"] += bench_model(name, folder, args.quick, report["notes"], quiet)
+        report["rows"] += bench_model(name, folder, args.quick, report["notes"], quiet, report["machine"]["gemm_peak_gflops"])
     finish(args.out, report, clock, args.quick)
 
 
