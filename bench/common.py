@@ -159,17 +159,15 @@ def ensure_onnx(folder: Path) -> str | None:
     """Export the folder to ONNX as `zhijian export --quantize int8` does (fp32 + int8, int8 checked on the
     model's validation transcripts, else the corpus's) when the files are missing, stale or unchecked;
     returns a note when it exported."""
-    import itertools
     import time
 
-    from zhijian.export import default_check_files, export_onnx, read_manifest
-    from zhijian.transcripts import iter_transcripts
+    from zhijian.export import check_transcripts, default_check_files, export_onnx, read_manifest
 
     if onnx_up_to_date(folder):
         return None
     start = time.perf_counter()
     files = default_check_files(folder) or ([CORPUS] if CORPUS.is_file() else [])
-    export_onnx(folder, "int8", check=itertools.chain.from_iterable(iter_transcripts(path) for path in files))
+    export_onnx(folder, "int8", check=check_transcripts(files))
     check = read_manifest(folder)["int8_check"]
     return (f"exported ONNX fp32 + int8 in {time.perf_counter() - start:.0f} s; int8 vs fp32 on {check['turns']} agent turns "
             f"of {', '.join(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f) for f in files) or 'nothing'}: largest probability change {check['max_prob_diff']}, "

@@ -254,23 +254,20 @@ def export(
     With --quantize int8 the quantized model is checked against fp32 on the first 500 agent turns of the
     check transcripts; `serving.backend: auto` serves it only when no probability moved by more than 0.02.
     """
-    import itertools
-
     from zhijian.model import ModelFolderError
-    from zhijian.transcripts import TranscriptError, iter_transcripts
+    from zhijian.transcripts import TranscriptError
 
     if format_ != "onnx":
         _fail(f"--format must be 'onnx', not {format_!r}")
     try:
-        from zhijian.export import INT8_AUTO_MAX_PROB_DIFF, default_check_files, export_onnx, read_manifest
+        from zhijian.export import INT8_AUTO_MAX_PROB_DIFF, check_transcripts, default_check_files, export_onnx, read_manifest
         from zhijian.scorer import auto_backend
 
         files = check or (default_check_files(model) if quantize == "int8" else [])
-        for path in files or []:
+        for path in files:
             if not Path(path).is_file():
                 _fail(f"--check {path}: no such file")
-        dialogues = itertools.chain.from_iterable(iter_transcripts(path) for path in files) if files else None
-        written = export_onnx(model, quantize, check=dialogues)
+        written = export_onnx(model, quantize, check=check_transcripts(files) if files else None)
     except (ModelFolderError, ValueError, TranscriptError) as error:
         _fail(str(error))
     except ImportError as error:

@@ -114,6 +114,13 @@ def default_check_files(model_dir: str | Path) -> list[Path]:
     return [Path(path) for path in load_model_folder(model_dir, weights=False)[2].data.valid if Path(path).is_file()]
 
 
+def check_transcripts(files: Iterable[Path]) -> Iterable:
+    """The transcripts of `files`, read lazily: the check stops reading after CHECK_MAX_TURNS agent turns."""
+    from zhijian.transcripts import iter_transcripts
+
+    return itertools.chain.from_iterable(iter_transcripts(path) for path in files)
+
+
 def read_manifest(model_dir: str | Path) -> dict:
     """What onnx/export.json says ({} for a folder exported before there was one, or never exported)."""
     path = Path(model_dir) / ONNX_DIR / MANIFEST
