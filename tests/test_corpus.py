@@ -29,7 +29,9 @@ def test_full_build_meets_size_and_balance(full_corpus):
     assert 0.07 <= total["two_label_share_of_violating"] <= 0.2
     assert set(total["phases"]) == {"pre_sale", "payment", "shipping", "after_sales", "review"}
     assert len(total["categories"]) >= 11
-    assert 0 < total["traditional_chinese"] < total["dialogues"] * 0.15
+    # Traditional (OpenCC and the Hong Kong / Taiwan banks) and long replies, in proportion to real shops.
+    assert total["dialogues"] * 0.1 < total["traditional_chinese"] < total["dialogues"] * 0.3
+    assert 0.08 <= total["long_share_of_violating"] <= 0.25
     assert 0 < total["with_timestamps"] < total["dialogues"]
     assert all(total["tone"][str(t)] > 0 for t in range(1, 6))
 

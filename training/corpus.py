@@ -50,7 +50,11 @@ class Reply(Strict):
         return also
 
 
+Script = Literal["simplified", "traditional"]
+
+
 class Situation(Strict):
+    script: Script = "simplified"  # set from its bank: a Traditional situation makes its whole dialogue Traditional
     phase: Phase
     categories: list[str] = Field(default_factory=list)
     customer: list[str] = Field(min_length=1)
@@ -60,6 +64,7 @@ class Situation(Strict):
 
 class LabelBank(Strict):
     label: str
+    script: Script = "simplified"  # "traditional": written in Traditional characters (HK / TW shops)
     situations: list[Situation] = Field(min_length=1)
 
 
@@ -124,6 +129,9 @@ class BuildPlan(Strict):
     closing_share: float = Field(ge=0, le=1)
     timestamps_share: float = Field(ge=0, le=1)
     traditional_share: float = Field(ge=0, le=1)
+    extra_banks: list[str] = Field(
+        default_factory=list, description="Folders of more label banks (<label>.yaml each), appended to labels/."
+    )
     styles: StyleRates
     wrap_excluded_labels: list[str] = Field(default_factory=list)
 
@@ -166,6 +174,17 @@ class Recipe:
                 raise RecipeError(f"{folder}/labels/{label}.yaml: `label` is {bank.label!r}, expected {label!r}")
             banks[label] = bank
         dialogue = folder / "dialogue"
+        plan = _load(folder / "build.yaml", BuildPlan)
+        for extra in plan.extra_banks:  # appended: the split keys (label:index) of labels/ stay as they were
+            for label in LABEL_IDS:
+                path = folder / extra / f"{label}.yaml"
+                if not path.is_file():
+                    continue
+                bank = _load(path, LabelBank)
+                if bank.label != label:
+                    raise RecipeError(f"{path}: `label` is {bank.label!r}, expected {label!r}")
+                situations = [s.model_copy(update={"script": bank.script}) for s in bank.situations]
+                banks[label] = banks[label].model_copy(update={"situations": banks[label].situations + situations})
         recipe = cls(
             banks=banks,
             situations=_load(dialogue / "situations.yaml", CleanSituations),
@@ -173,7 +192,7 @@ class Recipe:
             openers=_load(dialogue / "openers.yaml", Openers),
             closers=_load(dialogue / "closers.yaml", Closers),
             styles=_load(dialogue / "styles.yaml", Styles),
-            plan=_load(folder / "build.yaml", BuildPlan),
+            plan=plan,
         )
         recipe._check_categories(folder)
         return recipe
@@ -372,7 +391,8 @@ class Composer:
         if self.rng.random() < plan.timestamps_share:
             self.add_timestamps(turns)
         script = "simplified"
-        if self.converter is not None and self.rng.random() < plan.traditional_share:
+        traditional = any(exchange.situation.script == "traditional" for exchange in main)
+        if self.converter is not None and (self.rng.random() < plan.traditional_share or traditional):
             script = "traditional"
             for turn in turns:
                 turn["text"] = self.converter.convert(turn["text"])
@@ -500,6 +520,9 @@ def variety(texts: list[str], sample: list[str], rng: random.Random) -> dict:
     }
 
 
+LONG_REPLY = 100  # characters
+
+
 def corpus_stats(dialogues: list[dict]) -> dict:
     agent = [t for d in dialogues for t in d["turns"] if t["role"] == "agent"]
     violating = [t for t in agent if t["labels"]]
@@ -510,6 +533,8 @@ def corpus_stats(dialogues: list[dict]) -> dict:
         "customer_turns": sum(1 for d in dialogues for t in d["turns"] if t["role"] == "customer"),
         "clean_share": round(1 - len(violating) / max(1, len(agent)), 4),
         "two_label_share_of_violating": round(sum(len(t["labels"]) >= 2 for t in violating) / max(1, len(violating)), 4),
+        # Real agents often send 100-300 characters at once: policy explanations, several answers in one message.
+        "long_share_of_violating": round(sum(len(t["text"]) >= LONG_REPLY for t in violating) / max(1, len(violating)), 4),
         "labels": {label: labels[label] for label in LABEL_IDS},
         "tone": {str(tone): sum(t["tone"] == tone for t in agent) for tone in range(TONE_MIN, TONE_MAX + 1)},
         "kinds": dict(Counter(d["meta"]["kind"] for d in dialogues)),
