@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH := torch==2.13.0
 
-.PHONY: venv install quickstart browser test bench reliability clean
+.PHONY: venv install quickstart browser test bench evaluate reliability clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ bench: install
 	$(PY) bench/scaling.py $(if $(QUICK),--quick) --out $(BENCH_OUT)/scaling.json
 	$(PY) bench/server_load.py $(if $(QUICK),--quick) --out $(BENCH_OUT)/server.json
 	$(PY) bench/table.py --results $(BENCH_OUT) --out $(if $(QUICK),$(BENCH_OUT)/README.md,bench/README.md)
+
+# How well the models label chats (dev, held-out, long and Traditional probes, corpus validation), each beside
+# the character n-gram baseline trained on the same corpus: bench/results/quality.json and examples.txt.
+# `make quickstart` first; the extended model is measured too when runs/extended/model exists.
+evaluate: install
+	$(PY) bench/quality.py --model quickstart=runs/quickstart/model $(if $(wildcard runs/extended/model),--model extended=runs/extended/model)
+	$(PY) bench/examples.py --model runs/quickstart/model
 
 # Overload for 20 s against `zhijian serve` (bench/results/overload.json) and the other slow checks.
 reliability: install

@@ -62,6 +62,10 @@ TINY_OVERRIDES = [
     "model.scratch.num_attention_heads=2",
     "model.scratch.intermediate_size=128",
     "features.max_length=64",
+    # The shipped recipe's reading: an n-gram head, Traditional read as Simplified, long turns in windows.
+    "features.ngram_buckets=4096",
+    "features.to_simplified=true",
+    "features.window_chars=32",
     "training.epochs=40",
     "training.batch_size=16",
     "training.learning_rate=0.003",

@@ -1,7 +1,11 @@
-"""A keyword/regex baseline for the same 12 labels (configs/baseline/keywords.yaml).
+"""The baselines every evaluation scores beside the model, through the same metrics and report.
 
-Every evaluation scores it beside the model, so a report always shows how far the model is above
-what a keyword filter would do.
+- `KeywordBaseline`: keyword/regex rules for the 12 labels (configs/baseline/keywords.yaml): what a
+  keyword filter would do.
+- `NgramBaseline`: a character 1–3-gram TF-IDF + one-vs-rest logistic regression (scikit-learn), trained
+  in seconds on the model's own `data.train` with thresholds fitted on its `data.valid`. It reads only the
+  agent turn, no context. It is the bar: a recipe that does not clear it has not learned more than the
+  wording of its corpus.
 """
 
 from __future__ import annotations
@@ -9,14 +13,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from collections.abc import Sequence
+
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
 
-from zhijian.config import LabelId
+from training.metrics import tune_thresholds
+from zhijian.config import DataSection, LabelId
 from zhijian.featurize import AgentTurnFeatures
 from zhijian.template import Regex
-from zhijian.taxonomy import LABEL_IDS, LABEL_INDEX
+from zhijian.taxonomy import AGENT, LABEL_IDS, LABEL_INDEX
 from zhijian.transcripts import Transcript
 
 DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / "configs" / "baseline" / "keywords.yaml"
@@ -57,6 +67,8 @@ class KeywordBaseline:
             if match.search(text) and not (unless and unless.search(text))
         ]
 
+    thresholds = np.full(len(LABEL_IDS), 0.5)
+
     def predict(self, dialogues: list[Transcript], features: list[AgentTurnFeatures]) -> np.ndarray:
         """0/1 per (agent turn, label), in the order of `features`."""
         hits = np.zeros((len(features), len(LABEL_IDS)), dtype=np.float32)
@@ -64,3 +76,53 @@ class KeywordBaseline:
             for label in self.labels_of(dialogues[feature.dialogue].turns[feature.turn].text):
                 hits[row, LABEL_INDEX[label]] = 1.0
         return hits
+
+
+def _agent_texts(dialogues: Sequence[Transcript]) -> tuple[list[str], np.ndarray]:
+    """Every labeled agent turn's text and its multi-hot labels."""
+    texts, labels = [], []
+    for dialogue in dialogues:
+        for turn in dialogue.turns:
+            if turn.role == AGENT and turn.labels is not None:
+                texts.append(turn.text)
+                labels.append([float(label in turn.labels) for label in LABEL_IDS])
+    return texts, np.array(labels, dtype=np.float32).reshape(-1, len(LABEL_IDS))
+
+
+class NgramBaseline:
+    """Character n-gram TF-IDF + one-vs-rest logistic regression on the agent turn alone."""
+
+    def __init__(self, vectorizer: TfidfVectorizer, classifier: OneVsRestClassifier, thresholds: np.ndarray):
+        self.vectorizer, self.classifier, self.thresholds = vectorizer, classifier, thresholds
+
+    @classmethod
+    def fit(cls, train: Sequence[Transcript], valid: Sequence[Transcript], C: float = 4.0) -> NgramBaseline:
+        """Fit on the training dialogues' labeled agent turns; thresholds for max F1 on the validation ones."""
+        texts, labels = _agent_texts(train)
+        if not texts:
+            raise ValueError("the n-gram baseline needs labeled agent turns in data.train")
+        vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
+        classifier = OneVsRestClassifier(LogisticRegression(C=C, class_weight="balanced", max_iter=1000), n_jobs=-1)
+        classifier.fit(vectorizer.fit_transform(texts), labels)
+        baseline = cls(vectorizer, classifier, np.full(len(LABEL_IDS), 0.5))
+        valid_texts, valid_labels = _agent_texts(valid)
+        if len(valid_texts):
+            tuned = tune_thresholds(valid_labels, baseline.probabilities(valid_texts))
+            baseline.thresholds = np.array([tuned.get(label, 0.5) for label in LABEL_IDS])
+        return baseline
+
+    @classmethod
+    def from_config(cls, data: DataSection, seed: int = 0) -> NgramBaseline:
+        """Trained on a config's `data.train` / `data.valid`, split as `zhijian train` splits them."""
+        from training.data import split_dialogues
+
+        return cls.fit(*split_dialogues(data.train, data.valid, data.valid_fraction, seed))
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        if not len(texts):
+            return np.zeros((0, len(LABEL_IDS)))
+        return self.classifier.predict_proba(self.vectorizer.transform(list(texts)))
+
+    def predict(self, dialogues: list[Transcript], features: list[AgentTurnFeatures]) -> np.ndarray:
+        """Probabilities per (agent turn, label), in the order of `features`."""
+        return self.probabilities([dialogues[f.dialogue].turns[f.turn].text for f in features])

@@ -45,7 +45,7 @@ class TurnDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, dialogues: Sequence[Transcript], featurizer: Featurizer, with_quality: bool = False):
-        features = featurizer.encode(dialogues)
+        features = featurizer.encode(dialogues, windows=False)  # a long turn's label belongs to the whole turn
         labels, tone, labeled = gold_arrays(dialogues, features)
         keep = np.flatnonzero(labeled)
         self.rows = [features[i].as_model_input() for i in keep]

@@ -1,5 +1,5 @@
-"""`zhijian evaluate`: a model folder measured on labeled transcripts, beside a keyword baseline,
-and the false-alarm rate on real chats that are assumed mostly clean."""
+"""`zhijian evaluate`: a model folder measured on labeled transcripts, beside a keyword baseline and a
+character n-gram baseline (the bar), and the false-alarm rate on real chats that are assumed mostly clean."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.baseline import KeywordBaseline
+from training.baseline import KeywordBaseline, NgramBaseline
 from training.data import gold_arrays
 from training.metrics import (
     exact_match,
@@ -33,7 +33,7 @@ class Evaluation:
     gold: np.ndarray  # (turns, labels)
     gold_tone: np.ndarray  # (turns,), -1 where unknown
     thresholds: np.ndarray
-    baseline: np.ndarray  # (turns, labels) 0/1 keyword hits
+    baselines: dict[str, np.ndarray]  # {"baseline": keyword hits, "ngram_baseline": its probabilities}: (turns, labels)
 
 
 def _summary(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -42,8 +42,12 @@ def _summary(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     return result
 
 
-def evaluate(scorer: Scorer, data_files: Sequence[Path], baseline: KeywordBaseline | None = None) -> Evaluation:
-    """Model at its thresholds (and at 0.5), probability quality, tone, and the keyword baseline."""
+def evaluate(
+    scorer: Scorer, data_files: Sequence[Path], baseline: KeywordBaseline | None = None, ngram: NgramBaseline | None = None
+) -> Evaluation:
+    """Model at its thresholds (and at 0.5), probability quality, tone, and the baselines: keywords
+    (`baseline`) and, when given, the n-gram model (`ngram_baseline`), each at its own thresholds and
+    through the same metrics as the model."""
     dialogues = read_transcripts(data_files)
     predictions = scorer.predict(dialogues)
     gold, gold_tone, labeled = gold_arrays(dialogues, predictions.features)
@@ -54,8 +58,8 @@ def evaluate(scorer: Scorer, data_files: Sequence[Path], baseline: KeywordBaseli
         [predictions.features[i] for i in keep], predictions.logits[keep], predictions.probs[keep], predictions.tone[keep]
     )
     gold, gold_tone, probs = gold[keep], gold_tone[keep], predictions.probs
-    baseline = baseline or KeywordBaseline.load()
-    keyword_hits = baseline.predict(dialogues, predictions.features)
+    systems = {"baseline": baseline or KeywordBaseline.load(), "ngram_baseline": ngram}
+    scores = {key: system.predict(dialogues, predictions.features) for key, system in systems.items() if system}
 
     metrics = _summary(gold, probs >= scorer.thresholds)
     quality = probability_metrics(gold, probs)
@@ -64,12 +68,13 @@ def evaluate(scorer: Scorer, data_files: Sequence[Path], baseline: KeywordBaseli
     metrics["ece"] = expected_calibration_error(gold, probs)
     metrics["calibration"] = scorer.config.calibration.model_dump()
     metrics["at_0.5"] = _summary(gold, probs >= 0.5)
-    metrics["baseline"] = _summary(gold, keyword_hits >= 0.5)
+    for key, system in systems.items():
+        metrics[key] = _summary(gold, scores[key] >= system.thresholds) if system else None
     metrics["tone"] = tone_metrics(gold_tone, predictions.tone)
     metrics["turns"] = len(keep)
     metrics["dialogues"] = len(dialogues)
     metrics["dialogue_checks"] = None  # the dialogue checks (issue 5) do not exist yet
-    return Evaluation(metrics, dialogues, predictions, gold, gold_tone, scorer.thresholds.copy(), keyword_hits)
+    return Evaluation(metrics, dialogues, predictions, gold, gold_tone, scorer.thresholds.copy(), scores)
 
 
 @dataclass

@@ -53,6 +53,9 @@ def pr_curves(evaluation: Evaluation, path: Path) -> Path:
             ax.scatter([row["recall"]], [row["precision"]], marker="o", color="C0", zorder=3, label=f"threshold {row['threshold']:.2f}")
             base = evaluation.metrics["baseline"]["labels"][label]
             ax.scatter([base["recall"]], [base["precision"]], marker="x", color="C3", zorder=3, label="keyword baseline")
+            if evaluation.metrics.get("ngram_baseline"):
+                bar = evaluation.metrics["ngram_baseline"]["labels"][label]
+                ax.scatter([bar["recall"]], [bar["precision"]], marker="^", color="C2", zorder=3, label="n-gram baseline")
             ax.axhline(truth.mean(), color="#999", lw=0.8, ls=":")
             ax.legend(fontsize=7, loc="lower left")
         else:
@@ -161,14 +164,18 @@ def write_report(evaluation: Evaluation, out: Path, title: str) -> Path:
     ]
     summary = "".join(
         f"<tr><td>{name}</td><td class=num>{_fmt(m['macro_f1'])}</td><td class=num>{_fmt(m['micro_f1'])}</td><td class=num>{_fmt(m['exact_match'])}</td></tr>"
-        for name, m in (("model, fitted thresholds", metrics), ("model at 0.5", metrics["at_0.5"]), ("keyword baseline", metrics["baseline"]))
+        for name, m in (("model, fitted thresholds", metrics), ("model at 0.5", metrics["at_0.5"]), ("keyword baseline", metrics["baseline"]),
+                        ("n-gram baseline (the bar)", metrics.get("ngram_baseline")))
+        if m
     )
+    ngram = metrics.get("ngram_baseline")
     per_label = "".join(
         f"<tr><td>{label}</td><td>{LABEL_BY_ID[label].zh}</td>"
         + "".join(f"<td class=num>{_fmt(row[key])}</td>" for key in ("precision", "recall", "f1"))
         + f"<td class=num>{row['support']}</td>"
         + "".join(f"<td class=num>{_fmt(row[key])}</td>" for key in ("pr_auc", "roc_auc", "ece", "brier", "threshold"))
-        + f"<td class=num>{_fmt(metrics['at_0.5']['labels'][label]['f1'])}</td><td class=num>{_fmt(metrics['baseline']['labels'][label]['f1'])}</td></tr>"
+        + f"<td class=num>{_fmt(metrics['at_0.5']['labels'][label]['f1'])}</td><td class=num>{_fmt(metrics['baseline']['labels'][label]['f1'])}</td>"
+        + f"<td class=num>{_fmt(ngram['labels'][label]['f1']) if ngram else '—'}</td></tr>"
         for label, row in metrics["labels"].items()
     )
     tone = metrics["tone"]
@@ -177,7 +184,7 @@ def write_report(evaluation: Evaluation, out: Path, title: str) -> Path:
 Tone: MAE {_fmt(tone['mae'], 2)} points on the 1–5 scale, Spearman {_fmt(tone['spearman'])}.
 Dialogue checks: not measured yet (they arrive with dialogue scoring).</p>
 <h2>Summary</h2><table><tr><th></th><th>macro F1</th><th>micro F1</th><th>exact set match</th></tr>{summary}</table>
-<h2>Per label</h2><table><tr><th>label</th><th>中文</th><th>precision</th><th>recall</th><th>F1</th><th>support</th><th>PR-AUC</th><th>ROC-AUC</th><th>ECE</th><th>Brier</th><th>threshold</th><th>F1 at 0.5</th><th>baseline F1</th></tr>{per_label}</table>
+<h2>Per label</h2><table><tr><th>label</th><th>中文</th><th>precision</th><th>recall</th><th>F1</th><th>support</th><th>PR-AUC</th><th>ROC-AUC</th><th>ECE</th><th>Brier</th><th>threshold</th><th>F1 at 0.5</th><th>keyword F1</th><th>n-gram F1</th></tr>{per_label}</table>
 <h2>Figures</h2>{''.join(_img(f) for f in figures)}
 <h2>The {WORST} most confident false positives</h2>{_errors(evaluation, True)}
 <h2>The {WORST} most missed false negatives</h2>{_errors(evaluation, False)}

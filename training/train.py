@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from training.data import Collator, QualityDataset, TurnDataset, read_rated_dial
 from training.metrics import label_metrics, tone_metrics, tune_thresholds
 from zhijian.config import ZhijianConfig
 from zhijian.featurize import Featurizer
-from zhijian.model import QUALITY_SCALES, build_model, save_model_folder
+from training.embeddings import init_embeddings
+from zhijian.model import QUALITY_SCALES, SCRATCH, build_model, save_model_folder
 from zhijian.scorer import sigmoid
 from zhijian.stc3 import dq_scores, gold_distributions
 from zhijian.taxonomy import LABEL_IDS
@@ -76,6 +78,23 @@ def compute_metrics(prediction) -> dict:
     return {"macro_f1": metrics["macro_f1"], "micro_f1": metrics["micro_f1"], "tone_mae": tone_result["mae"] or 0.0}
 
 
+def build_optimizer(model, section) -> torch.optim.Optimizer:
+    """AdamW as the Trainer builds it (no weight decay on biases and LayerNorm), with the n-gram head at
+    its own, higher learning rate; the Trainer's schedule scales every group alike."""
+    ngram = [p for n, p in model.named_parameters() if n.startswith("ngram_head.")]
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if name.startswith("ngram_head.") or not parameter.requires_grad:
+            continue
+        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": section.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+        {"params": ngram, "weight_decay": 0.0, "lr": section.ngram_learning_rate},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=section.learning_rate)
+
+
 def train(config: ZhijianConfig, resume: bool = False) -> Path:
     """Train from a resolved config; returns the model folder (``<output_dir>/model``)."""
     section = config.training
@@ -84,7 +103,7 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
     checkpoints = output_dir / "checkpoints"
 
     with_quality = bool(config.data.quality)
-    model, tokenizer, source = build_model(config.model, quality_head=with_quality)
+    model, tokenizer, source = build_model(config.model, quality_head=with_quality, ngram_buckets=config.features.ngram_buckets)
     log.info("Encoder: %s", source)
     featurizer = Featurizer(tokenizer, config.features)
     train_dialogues, valid_dialogues = split_dialogues(
@@ -99,6 +118,9 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
     if not len(train_set) or not len(valid_set):
         raise ValueError("no labeled agent turns in the training or validation data (agent turns need `labels`)")
     log.info("Training on %d agent turns, validating on %d", len(train_set), len(valid_set))
+    if config.model.init_embeddings == "ppmi" and source.startswith(SCRATCH) and not resume:
+        seen = init_embeddings(model.bert, [row["input_ids"] for row in train_set.rows])
+        log.info("Embeddings of %d tokens initialised from PPMI statistics of the training turns", seen)
     model.set_pos_weight(train_set.pos_weight(section.pos_weight_max))
     model.config.tone_loss_weight = section.tone_loss_weight
     model.config.quality_loss_weight = section.quality_loss_weight
@@ -115,6 +137,7 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
         num_train_epochs=section.epochs,
         max_steps=section.max_steps,
         per_device_train_batch_size=section.batch_size,
+        train_sampling_strategy="group_by_length" if section.group_by_length else "random",
         per_device_eval_batch_size=section.eval_batch_size,
         gradient_accumulation_steps=section.gradient_accumulation_steps,
         learning_rate=section.learning_rate,
@@ -139,6 +162,7 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
     )
     trainer = Trainer(
         model=model,
+        optimizers=(build_optimizer(model, section), None),
         args=args,
         train_dataset=train_rows,
         eval_dataset=valid_set,
@@ -151,7 +175,9 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
     resume_from = last_complete_checkpoint(checkpoints) if resume else None
     if resume and resume_from is None:
         log.warning("--resume: no complete checkpoint in %s, starting from the beginning", checkpoints)
+    started = time.monotonic()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_seconds = time.monotonic() - started
 
     # Thresholds and the final figures come from the best model on the validation split.
     probs, tone, labels, gold_tone = _split_predictions(trainer.predict(valid_set))
@@ -164,6 +190,7 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
         save_model_folder(trainer.model, tokenizer, resolved, model_dir)
         summary = {
             "encoder": source,
+            "train_seconds": round(train_seconds, 1),  # the optimizer steps and evaluations, without featurizing
             "train_turns": len(train_set),
             "valid_turns": len(valid_set),
             "valid_at_0.5": label_metrics(labels, probs >= 0.5),

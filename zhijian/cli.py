@@ -105,10 +105,12 @@ def evaluate(
     report: Annotated[Optional[Path], typer.Option(help="Write report.html, metrics.json and PNG figures here.")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Keyword baseline config (default: configs/baseline/keywords.yaml).")] = None,
     stc3: Annotated[Optional[Path], typer.Option(help="STC-3 train_data_cn.json: NMD and RSNOD of the quality head on the fixed benchmark test split.")] = None,
+    ngram: Annotated[bool, typer.Option(help="Also train and score the character n-gram baseline on the model's data.train/data.valid (about 15 s).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Per-label P/R/F1, PR-AUC, ROC-AUC, calibration, tone, against a keyword baseline; or false alarms on real chats; or dialogue quality on STC-3."""
-    from training.baseline import KeywordBaseline
+    """Per-label P/R/F1, PR-AUC, ROC-AUC, calibration, tone, against a keyword baseline and a character n-gram
+    baseline; or false alarms on real chats; or dialogue quality on STC-3."""
+    from training.baseline import KeywordBaseline, NgramBaseline
     from training.evaluate import evaluate as run_evaluation, evaluate_stc3, evaluate_unlabeled
     from zhijian.stc3 import Stc3FormatError
     from zhijian.transcripts import TranscriptError
@@ -135,7 +137,14 @@ def evaluate(
             _print_false_alarms(alarms.metrics, as_json)
             return
         keywords = KeywordBaseline.load(baseline) if baseline else KeywordBaseline.load()
-        evaluation = run_evaluation(scorer, data, keywords)
+        bar = None
+        if ngram:
+            missing = [str(p) for p in scorer.config.data.train if not Path(p).is_file()]
+            if missing:
+                errors.print(f"n-gram baseline skipped: the model's data.train is not here ({', '.join(missing)}); --no-ngram silences this")
+            else:
+                bar = NgramBaseline.from_config(scorer.config.data, scorer.config.training.seed)
+        evaluation = run_evaluation(scorer, data, keywords, bar)
     except (TranscriptError, ValueError) as error:
         _fail(str(error))
     if report:
@@ -150,7 +159,7 @@ def evaluate(
     from rich.table import Table
 
     table = Table(title=f"{model} on {', '.join(map(str, data))} ({result['turns']} agent turns)")
-    columns = ("label", "中文", "precision", "recall", "F1", "support", "PR-AUC", "ECE", "threshold", "F1@0.5", "keywords F1")
+    columns = ("label", "中文", "precision", "recall", "F1", "support", "PR-AUC", "ECE", "threshold", "F1@0.5", "keywords F1", "n-gram F1")
     for column in columns:
         table.add_column(column, justify="left" if column in ("label", "中文") else "right")
     for label, row in result["labels"].items():
@@ -159,6 +168,7 @@ def evaluate(
             *(f"{row[key]:.3f}" if row[key] is not None else "—" for key in ("precision", "recall", "f1")),
             str(row["support"]), f"{row['pr_auc']:.3f}" if row["pr_auc"] is not None else "—", f"{row['ece']:.3f}",
             f"{row['threshold']:.2f}", f"{result['at_0.5']['labels'][label]['f1']:.3f}", f"{result['baseline']['labels'][label]['f1']:.3f}",
+            f"{result['ngram_baseline']['labels'][label]['f1']:.3f}" if result["ngram_baseline"] else "—",
         )
     wide = Console(width=max(console.width, 140))  # the table stays whole when piped
     wide.print(table)
@@ -166,6 +176,12 @@ def evaluate(
         f"macro F1 {result['macro_f1']:.3f} (at 0.5: {result['at_0.5']['macro_f1']:.3f}; keyword baseline: {result['baseline']['macro_f1']:.3f})   "
         f"micro F1 {result['micro_f1']:.3f}   exact set match {result['exact_match']:.3f}   ECE {result['ece']:.3f}"
     )
+    if result["ngram_baseline"]:
+        bar = result["ngram_baseline"]
+        console.print(
+            f"n-gram baseline (the bar): macro F1 {bar['macro_f1']:.3f}   exact set match {bar['exact_match']:.3f}   "
+            f"model − n-gram: {result['macro_f1'] - bar['macro_f1']:+.3f} macro F1"
+        )
     tone = result["tone"]
     if tone["mae"] is not None:
         console.print(f"tone MAE {tone['mae']:.2f} points (1–5)   Spearman {tone['spearman'] or float('nan'):.3f}")

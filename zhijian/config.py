@@ -49,6 +49,14 @@ class ModelSection(Section):
     )
     scratch: ScratchSize = ScratchSize()
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    init_embeddings: Literal["random", "ppmi"] = Field(
+        "random", description="For `scratch`: token embeddings start random, or from PPMI + SVD statistics of the "
+        "training text (tokens used alike start close).",
+    )
+    pooling: Literal["cls", "cls_max"] = Field(
+        "cls", description="What the heads read: [CLS] (BERT's pooler), or [CLS] beside each feature's maximum over "
+        "the tokens of the turn being judged.",
+    )
 
 
 class FeaturesSection(Section):
@@ -61,6 +69,19 @@ class FeaturesSection(Section):
     )
     dialogue_max_length: int = Field(
         256, ge=16, le=512, description="Tokens for a whole dialogue read at once (the dialogue-quality head)."
+    )
+    ngram_buckets: int = Field(
+        0, ge=0, description="Hash buckets for the character n-grams of the agent turn being judged, read by a "
+        "linear n-gram head whose logits are added to the encoder's (0: no n-gram head). The encoder still "
+        "reads the turn with its context.",
+    )
+    ngram_orders: list[Annotated[int, Field(ge=1, le=5)]] = Field([1, 2, 3], min_length=1, description="n-gram lengths.")
+    to_simplified: bool = Field(
+        False, description="Read Traditional characters as Simplified (OpenCC's character table) before tokenizing."
+    )
+    window_chars: int = Field(
+        0, ge=0, description="Agent turns longer than this many characters are also read in overlapping windows of "
+        "this size (with the same context); each label takes its highest window. 0: never.",
     )
 
 
@@ -89,9 +110,16 @@ class TrainingSection(Section):
     epochs: float = Field(3.0, gt=0)
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
     batch_size: int = Field(16, ge=1)
+    group_by_length: bool = Field(
+        True, description="Batch turns of similar length together (less padding: about a third less compute on the corpus)."
+    )
     eval_batch_size: int = Field(64, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     learning_rate: float = Field(5e-5, gt=0)
+    ngram_learning_rate: float = Field(
+        1e-2, gt=0, description="Learning rate of the n-gram head (features.ngram_buckets): a linear model over "
+        "sparse features learns at a far higher rate than the encoder.",
+    )
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     seed: int = 0

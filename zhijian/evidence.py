@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from zhijian.featurize import merge_windows
 from zhijian.scorer import Predictions, Scorer
 from zhijian.transcripts import Transcript
 
@@ -59,7 +60,7 @@ def locate(
         raise ValueError(f"evidence method must be one of {METHODS}, not {method!r}")
     if method == "none":
         return {}
-    jobs, features = [], []  # (row, spans, first variant index)
+    jobs, features, variants = [], [], 0  # (row, spans, first variant index)
     for row, labels in flagged.items():
         if not labels:
             continue
@@ -67,12 +68,15 @@ def locate(
         dialogue = dialogues[feature.dialogue]
         text = dialogue.turns[feature.turn].text
         spans = candidate_spans(text, method)
-        jobs.append((row, spans, len(features)))
+        jobs.append((row, spans, variants))
         if len(spans) > 1:  # a single candidate is the answer without asking the model
-            features += scorer.featurizer.encode_variants(
+            for variant in scorer.featurizer.encode_variants(
                 dialogue, feature.turn, [text[:s] + text[e:] for s, e in spans], feature.dialogue
-            )
-    logits, _ = scorer.forward(features) if features else (np.zeros((0, 0)), None)
+            ):
+                features += variant
+                variants += 1
+    # One row per variant (a long variant is read in windows, as the turn itself was).
+    logits = merge_windows(features, *scorer.forward(features))[1] if features else np.zeros((0, 0))
     found = {}
     for row, spans, first in jobs:
         labels = flagged[row]

@@ -38,8 +38,8 @@ class _Outputs(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, token_type_ids, attention_mask):
-        output = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+    def forward(self, input_ids, token_type_ids, attention_mask, ngram_ids=None):
+        output = self.model(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask, ngram_ids=ngram_ids)
         return output.logits, output.tone
 
 
@@ -54,12 +54,13 @@ def export_onnx(model_dir: str | Path, quantize: str | None = None, check: Itera
     out = Path(model_dir) / ONNX_DIR
     out.mkdir(exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # an export that stops halfway leaves files `auto` will not trust
-    example = {name: torch.ones(2, 16, dtype=torch.long) for name in INPUTS}
+    inputs = INPUTS + (("ngram_ids",) if hasattr(model, "ngram_head") else ())
+    example = {name: torch.ones(2, 16, dtype=torch.long) for name in inputs}
     fp32 = out / FILES["onnx"]
     staging = out / f".{fp32.name}.tmp"
-    axes = {name: {0: "batch", 1: "tokens"} for name in INPUTS} | {"logits": {0: "batch"}, "tone": {0: "batch"}}
+    axes = {name: {0: "batch", 1: "tokens"} for name in inputs} | {"logits": {0: "batch"}, "tone": {0: "batch"}}
     torch.onnx.export(
-        _Outputs(model.float().eval()), tuple(example.values()), str(staging), input_names=list(INPUTS),
+        _Outputs(model.float().eval()), tuple(example.values()), str(staging), input_names=list(inputs),
         output_names=["logits", "tone"], dynamic_axes=axes, opset_version=17, dynamo=False,
     )
     os.replace(staging, fp32)  # a reader never sees half a file
@@ -158,11 +159,11 @@ class OnnxModel:
         options.intra_op_num_threads = threads or max(1, (os.cpu_count() or 2))
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()]
         self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+        self.inputs = [i.name for i in self.session.get_inputs()]  # ngram_ids too, for a model with the n-gram head
         self.path = path
 
-    def __call__(self, input_ids, token_type_ids, attention_mask) -> _Output:
-        feeds = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
-        logits, tone = self.session.run(None, {name: tensor.cpu().numpy() for name, tensor in feeds.items()})
+    def __call__(self, **feeds) -> _Output:
+        logits, tone = self.session.run(None, {name: feeds[name].cpu().numpy() for name in self.inputs})
         return _Output(torch.from_numpy(logits), torch.from_numpy(tone))
 
     def to(self, device) -> OnnxModel:  # the session chose its provider already

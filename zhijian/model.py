@@ -1,7 +1,11 @@
 """The model: a BERT-family encoder with two heads, and where its weights come from.
 
 - 12 sigmoid outputs, one per taxonomy label (multi-label; BCE with per-label positive weights);
-- a tone regressor in [0, 1] (= (tone - 1) / 4).
+- a tone regressor in [0, 1] (= (tone - 1) / 4);
+- optionally (``ngram_buckets`` in its config) an n-gram head: a linear model over the hashed character
+  n-grams of the agent turn being judged, whose logits are added to the encoder's. It learns the
+  wording of each violation in seconds, as a character n-gram logistic regression does; the encoder
+  learns what the words mean in their context (the customer's question) and corrects it.
 
 A trained model is a ``save_pretrained`` folder (safetensors, ``config.json``, the tokenizer) plus
 the resolved ``zhijian.yaml``; ``AutoModel.from_pretrained`` loads its encoder, and
@@ -55,14 +59,33 @@ class ZhijianModel(BertPreTrainedModel):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=True)
         self.dropout = nn.Dropout(getattr(config, "classifier_dropout", None) or config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.tone_head = nn.Linear(config.hidden_size, 1)
+        width = config.hidden_size * (2 if getattr(config, "pooling", "cls") == "cls_max" else 1)
+        self.classifier = nn.Linear(width, config.num_labels)
+        self.tone_head = nn.Linear(width, 1)
         # Dialogue quality (A/S/E, 5 bins each), read from a whole-dialogue input; only in models trained with it.
         if getattr(config, "quality_head", False):
-            self.quality_head = nn.Linear(config.hidden_size, len(QUALITY_SCALES) * QUALITY_BINS)
+            self.quality_head = nn.Linear(width, len(QUALITY_SCALES) * QUALITY_BINS)
+        if getattr(config, "ngram_buckets", 0):
+            # One weight per (hashed n-gram, label); padding (0) adds nothing. Starts at zero, as a logistic
+            # regression does, so the encoder and the n-grams start from the same blank slate.
+            self.ngram_head = nn.Embedding(config.ngram_buckets, config.num_labels, padding_idx=0)
         pos_weight = getattr(config, "pos_weight", None) or [1.0] * config.num_labels
         self.register_buffer("pos_weight", torch.tensor(pos_weight, dtype=torch.float), persistent=False)
         self.post_init()
+        if hasattr(self, "ngram_head"):
+            nn.init.zeros_(self.ngram_head.weight)
+
+    @staticmethod
+    def _max_over_target(hidden: torch.Tensor, attention_mask, token_type_ids) -> torch.Tensor:
+        """Each feature's maximum over the tokens of the turn being judged (segment 1; the whole input when
+        there is none, as for a dialogue read at once). A phrase anywhere in the turn reaches the classifier
+        directly, instead of through what [CLS] learned to attend to: a from-scratch encoder learns it in
+        far fewer steps."""
+        mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device) if attention_mask is None else attention_mask.bool()
+        if token_type_ids is not None:
+            target = mask & (token_type_ids == 1)
+            mask = torch.where(target.any(dim=1, keepdim=True), target, mask)
+        return hidden.masked_fill(~mask.unsqueeze(-1), -1e4).max(dim=1).values
 
     def set_pos_weight(self, pos_weight: list[float]) -> None:
         self.config.pos_weight = [float(w) for w in pos_weight]
@@ -77,15 +100,21 @@ class ZhijianModel(BertPreTrainedModel):
         tone: torch.Tensor | None = None,
         label_mask: torch.Tensor | None = None,
         quality: torch.Tensor | None = None,
+        ngram_ids: torch.Tensor | None = None,
         **kwargs,
     ) -> ZhijianOutput:
         """`label_mask` marks rows with gold labels (agent turns); `quality` holds the annotators'
         A/S/E distributions (rows without one are all zeros), for dialogue rows."""
-        pooled = self.bert(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-        ).pooler_output
+        encoded = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        pooled = encoded.pooler_output
+        if getattr(self.config, "pooling", "cls") == "cls_max":
+            pooled = torch.cat([pooled, self._max_over_target(encoded.last_hidden_state, attention_mask, token_type_ids)], dim=-1)
         pooled = self.dropout(pooled)
         logits = self.classifier(pooled)
+        if ngram_ids is not None and hasattr(self, "ngram_head"):
+            # Binary n-gram features, L2-normalised: a long text does not outvote a short one by length.
+            count = (ngram_ids > 0).sum(dim=1, keepdim=True).clamp(min=1).to(logits.dtype)
+            logits = logits + self.ngram_head(ngram_ids).sum(dim=1) / count.sqrt()
         tone_pred = torch.sigmoid(self.tone_head(pooled).squeeze(-1))
         quality_logits = None
         if hasattr(self, "quality_head"):
@@ -161,14 +190,17 @@ def resolve_base(section: ModelSection) -> str:
     return base
 
 
-def build_model(section: ModelSection, quality_head: bool = False) -> tuple[ZhijianModel, object, str]:
+def build_model(section: ModelSection, quality_head: bool = False, ngram_buckets: int = 0) -> tuple[ZhijianModel, object, str]:
     """A fresh model to train and its tokenizer, from the config's `model` section (with the
-    dialogue-quality head when asked).
+    dialogue-quality head and the n-gram head when asked).
 
     Returns (model, tokenizer, description of where the encoder came from).
     """
     base = resolve_base(section)
-    extra = {**_label_config(), "hidden_dropout_prob": section.dropout, "quality_head": quality_head}
+    extra = {
+        **_label_config(), "hidden_dropout_prob": section.dropout, "quality_head": quality_head,
+        "ngram_buckets": ngram_buckets, "pooling": section.pooling,
+    }
     if base == SCRATCH:
         tokenizer = scratch_tokenizer()
         config = BertConfig(vocab_size=len(tokenizer), **section.scratch.model_dump(), **extra)

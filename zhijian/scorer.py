@@ -11,7 +11,7 @@ from scipy.special import expit
 import torch
 
 from zhijian.config import ZhijianConfig
-from zhijian.featurize import AgentTurnFeatures, Featurizer, pad_batch
+from zhijian.featurize import AgentTurnFeatures, Featurizer, merge_windows, pad_batch
 from zhijian.model import QUALITY_BINS, QUALITY_SCALES, has_quality_head, load_model_folder
 from zhijian.taxonomy import LABEL_IDS
 from zhijian.transcripts import Transcript
@@ -45,8 +45,8 @@ def auto_backend(folder: str | Path, device: str) -> str:
 class Predictions:
     """Model outputs for every agent turn of a list of dialogues, in reading order."""
 
-    features: list[AgentTurnFeatures]
-    logits: np.ndarray  # (agent turns, labels), raw model outputs
+    features: list[AgentTurnFeatures]  # one per agent turn (a long turn's first window)
+    logits: np.ndarray  # (agent turns, labels), raw model outputs (a long turn: each label's highest window)
     probs: np.ndarray  # (agent turns, labels): sigmoid(logits / temperature + bias), calibrated
     tone: np.ndarray  # (agent turns,) in [0, 1]
 
@@ -86,7 +86,8 @@ class Scorer:
 
     def predict(self, dialogues: Sequence[Transcript], batch_size: int | None = None) -> Predictions:
         features = self.featurizer.encode(dialogues)
-        logits, tone = self.forward(features, batch_size)
+        starts, logits, tone = merge_windows(features, *self.forward(features, batch_size))
+        features = [features[i] for i in starts]
         return Predictions(features, logits, self.calibrated(logits), tone)
 
     @torch.inference_mode()
