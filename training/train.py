@@ -78,6 +78,17 @@ def compute_metrics(prediction) -> dict:
     return {"macro_f1": metrics["macro_f1"], "micro_f1": metrics["micro_f1"], "tone_mae": tone_result["mae"] or 0.0}
 
 
+class _Trainer(Trainer):
+    """The HF Trainer, except that evaluation and prediction read the data in order: with length-grouped
+    training batches it would group (and so reorder) them too, and predictions on a dataset must line up
+    with that dataset (the quality head's gold distributions are read from it separately)."""
+
+    def _get_eval_sampler(self, eval_dataset):
+        if eval_dataset is None or self.args.world_size > 1:
+            return super()._get_eval_sampler(eval_dataset)
+        return torch.utils.data.SequentialSampler(eval_dataset)
+
+
 def build_optimizer(model, section) -> torch.optim.Optimizer:
     """AdamW as the Trainer builds it (no weight decay on biases and LayerNorm), with the n-gram head at
     its own, higher learning rate; the Trainer's schedule scales every group alike."""
@@ -160,7 +171,7 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
     )
-    trainer = Trainer(
+    trainer = _Trainer(
         model=model,
         optimizers=(build_optimizer(model, section), None),
         args=args,

@@ -111,7 +111,8 @@ class TrainingSection(Section):
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1: use epochs).")
     batch_size: int = Field(16, ge=1)
     group_by_length: bool = Field(
-        True, description="Batch turns of similar length together (less padding: about a third less compute on the corpus)."
+        False, description="Batch turns of similar length together (less padding: about a third less compute on the corpus; "
+        "configs/quickstart.yaml sets it). Off for a model with the quality head: it would batch whole dialogues apart from turns.",
     )
     eval_batch_size: int = Field(64, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)

@@ -58,7 +58,7 @@ def export_onnx(model_dir: str | Path, quantize: str | None = None, check: Itera
     example = {name: torch.ones(2, 16, dtype=torch.long) for name in inputs}
     fp32 = out / FILES["onnx"]
     staging = out / f".{fp32.name}.tmp"
-    axes = {name: {0: "batch", 1: "tokens"} for name in inputs} | {"logits": {0: "batch"}, "tone": {0: "batch"}}
+    axes = {name: {0: "batch", 1: "ngrams" if name == "ngram_ids" else "tokens"} for name in inputs} | {"logits": {0: "batch"}, "tone": {0: "batch"}}
     torch.onnx.export(
         _Outputs(model.float().eval()), tuple(example.values()), str(staging), input_names=list(inputs),
         output_names=["logits", "tone"], dynamic_axes=axes, opset_version=17, dynamo=False,
@@ -93,17 +93,24 @@ def export_onnx(model_dir: str | Path, quantize: str | None = None, check: Itera
 def check_int8(model_dir: str | Path, dialogues: Iterable) -> dict:
     """How far the int8 model moves calibrated probabilities from the fp32 one (the same as torch's within 1e-4)
     over the first CHECK_MAX_TURNS agent turns of `dialogues`, and how many turns keep their label set."""
+    from zhijian.featurize import merge_windows
     from zhijian.scorer import Scorer
 
     fp32, int8 = Scorer.load(model_dir, "cpu", "onnx"), Scorer.load(model_dir, "cpu", "onnx-int8")
-    features = list(itertools.islice((f for d in dialogues for f in fp32.featurizer.encode([d])), CHECK_MAX_TURNS))
+    features, turns = [], 0
+    for feature in (f for d in dialogues for f in fp32.featurizer.encode([d])):
+        if feature.window is None or feature.window[0] == 0:  # a new turn (a long one comes in several windows)
+            if turns == CHECK_MAX_TURNS:
+                break
+            turns += 1
+        features.append(feature)
     if not features:
         return {"turns": 0, "max_prob_diff": None, "label_sets_unchanged": None}
-    reference = fp32.calibrated(fp32.forward(features)[0])
-    quantized = int8.calibrated(int8.forward(features)[0])
+    reference = fp32.calibrated(merge_windows(features, *fp32.forward(features))[1])
+    quantized = int8.calibrated(merge_windows(features, *int8.forward(features))[1])
     same = ((reference >= fp32.thresholds) == (quantized >= fp32.thresholds)).all(axis=1)
     return {
-        "turns": len(features), "max_prob_diff": round(float(np.abs(quantized - reference).max()), 5),
+        "turns": turns, "max_prob_diff": round(float(np.abs(quantized - reference).max()), 5),
         "label_sets_unchanged": round(float(same.mean()), 4),
     }
 

@@ -210,8 +210,10 @@ def pad_batch(rows: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, "t
 
     batch = {}
     for key, fill in (("input_ids", pad_id), ("token_type_ids", 0), ("attention_mask", 0), ("ngram_ids", 0)):
-        if key not in rows[0]:
+        if not any(key in row for row in rows):
             continue
-        width = max(len(row[key]) for row in rows)
-        batch[key] = torch.tensor([row[key] + [fill] * (width - len(row[key])) for row in rows], dtype=torch.long)
+        # A row without n-grams (a whole dialogue read for the quality head, beside turn rows) adds none.
+        values = [row.get(key, [fill]) for row in rows]
+        width = max(map(len, values))
+        batch[key] = torch.tensor([value + [fill] * (width - len(value)) for value in values], dtype=torch.long)
     return batch
