@@ -45,9 +45,9 @@ bench: install
 
 # How well the models label chats (dev, held-out, long and Traditional probes, corpus validation), each beside
 # the character n-gram baseline trained on the same corpus: bench/results/quality.json and examples.txt.
-# `make quickstart` first.
+# `make quickstart` first; the longer recipe (configs/extended.yaml) is measured too when runs/extended/model exists.
 evaluate: install
-	$(PY) bench/quality.py --model quickstart=runs/quickstart/model
+	$(PY) bench/quality.py --model quickstart=runs/quickstart/model $(if $(wildcard runs/extended/model),--model extended=runs/extended/model)
 	$(PY) bench/examples.py --model runs/quickstart/model
 
 # Overload for 20 s against `zhijian serve` (bench/results/overload.json) and the other slow checks.
