@@ -99,7 +99,7 @@ def check_int8(model_dir: str | Path, dialogues: Iterable) -> dict:
     fp32, int8 = Scorer.load(model_dir, "cpu", "onnx"), Scorer.load(model_dir, "cpu", "onnx-int8")
     features, turns = [], 0
     for feature in (f for d in dialogues for f in fp32.featurizer.encode([d])):
-        if feature.window is None or feature.window[0] == 0:  # a new turn (a long one comes in several windows)
+        if feature.starts_turn:  # a long turn comes in several windows
             if turns == CHECK_MAX_TURNS:
                 break
             turns += 1

@@ -69,6 +69,11 @@ class AgentTurnFeatures:
     ngram_ids: list[int] | None = None  # the target turn's hashed character n-grams (models with an n-gram head)
     window: tuple[int, int] | None = None  # the characters of a long target read in this input (None: all of it)
 
+    @property
+    def starts_turn(self) -> bool:
+        """The first (or only) input of its target: a long target's later windows continue it."""
+        return self.window is None or self.window[0] == 0
+
     def as_model_input(self) -> dict[str, list[int]]:
         row = {
             "input_ids": self.input_ids,
@@ -195,7 +200,7 @@ def merge_windows(features: Sequence[AgentTurnFeatures], logits, tone) -> tuple[
     mean tone."""
     import numpy as np
 
-    starts = [i for i, feature in enumerate(features) if feature.window is None or feature.window[0] == 0]
+    starts = [i for i, feature in enumerate(features) if feature.starts_turn]
     if len(starts) == len(features):
         return starts, logits, tone
     bounds = starts + [len(features)]
