@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED, TINY_OVERRIDES
-from training.corpus import LeakageError, LeakageGuard, RecipeError, build_corpus
+from training.corpus import PLAIN, LeakageError, LeakageGuard, RecipeError, build_corpus, unstyle_near_copies
 from zhijian.taxonomy import LABEL_IDS
 
 RECIPE = Path(__file__).resolve().parents[1] / "data" / "recipe"
@@ -15,9 +15,9 @@ RECIPE = Path(__file__).resolve().parents[1] / "data" / "recipe"
 
 @pytest.fixture(scope="module")
 def full_corpus(tmp_path_factory):
-    """The real build (about 10 s), guarded against the dev set when ../shared has it."""
+    """The real build (about 15 s), guarded against the dev set and the real chats when ../shared has them."""
     out = tmp_path_factory.mktemp("corpus")
-    return out, build_corpus(RECIPE, out, seed=0, held_out=SHARED / "eval/dev.jsonl")
+    return out, build_corpus(RECIPE, out, seed=0, held_out=SHARED / "eval/dev.jsonl", real_chats=SHARED / "data")
 
 
 def test_full_build_meets_size_and_balance(full_corpus):
@@ -80,6 +80,60 @@ def test_leakage_guard_refuses_copies_and_near_copies_and_writes_nothing(tmp_pat
     with pytest.raises(LeakageError, match="nearly copy the held-out"):
         build_corpus(RECIPE, tmp_path / "out", seed=0, held_out=held_out, scale=0.3)
     assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def _real_chats(folder: Path, agent_texts: list[str]) -> Path:
+    """A stand-in for ../shared/data: one CSDS-format file."""
+    (folder / "csds").mkdir(parents=True)
+    turns = [{"role": "agent", "text": text} for text in agent_texts]
+    (folder / "csds/val_dialogues.jsonl").write_text(json.dumps({"id": "r", "turns": turns}, ensure_ascii=False) + "\n", encoding="utf-8")
+    return folder
+
+
+def test_no_turn_of_eight_characters_may_copy_a_real_chat(tmp_path):
+    import yaml
+
+    closings = yaml.safe_load((RECIPE / "dialogue/closers.yaml").read_text(encoding="utf-8"))["agent_closing"]
+    long_closing = max((c["text"] for c in closings if "{" not in c["text"]), key=len)
+    short_closing = min((c["text"] for c in closings), key=len)  # under 8 characters: templates that short are everyone's
+    assert len(short_closing) < 8
+    real = _real_chats(tmp_path / "shared_data", [long_closing + "。", short_closing])
+    with pytest.raises(LeakageError, match="copy or nearly copy the real chats") as refused:
+        build_corpus(RECIPE, tmp_path / "out", seed=0, scale=0.3, real_chats=real)
+    assert long_closing in str(refused.value) and short_closing + "'" not in str(refused.value)
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def test_styling_that_lands_on_a_real_turn_is_taken_back():
+    guard = LeakageGuard(["thank you亲!", "请问还有什么需要帮助的吗"], min_chars=8)
+    styled = {"role": "agent", "text": "thank you亲", PLAIN: "谢谢亲,祝您生活愉快"}
+    untouched = {"role": "agent", "text": "您好,发票随货寄出的哦", PLAIN: "您好,发票随货寄出的哦"}
+    assert unstyle_near_copies(guard, [{"turns": [styled, untouched]}]) == 1
+    assert styled["text"] == "谢谢亲,祝您生活愉快" and untouched["text"] == "您好,发票随货寄出的哦"
+    written = {"role": "agent", "text": "请问还有什么需要帮助的吗?", PLAIN: "请问还有什么需要帮助的吗?"}  # the bank itself copies
+    with pytest.raises(LeakageError):
+        unstyle_near_copies(guard, [{"turns": [written]}])
+
+
+def test_platform_exchanges_come_in_whole_with_split_replies_and_clean_agent_turns(full_corpus):
+    out, stats = full_corpus
+    assert stats["all"]["kinds"]["platform"] >= 2000
+    dialogues = [json.loads(line) for line in (out / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    platform = [d for d in dialogues if d["meta"]["kind"] == "platform"]
+    assert all(not t["labels"] and 1 <= t["tone"] <= 5 for d in platform for t in d["turns"] if t["role"] == "agent")
+    split_replies = sum(any(a["role"] == b["role"] == "agent" for a, b in zip(d["turns"], d["turns"][1:])) for d in platform)
+    assert split_replies > len(platform) / 2  # real agents send one answer as several messages
+
+
+def test_platform_agent_turn_without_tone_is_refused_by_file_and_key(tmp_path):
+    recipe = tmp_path / "recipe"
+    shutil.copytree(RECIPE, recipe)
+    (recipe / "platform/zz_bad.yaml").write_text(
+        "part: bad\nexchanges:\n  - phase: shipping\n    turns:\n      - {role: customer, text: 到哪了}\n      - {role: agent, text: 在路上了亲}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(RecipeError, match=r"platform/zz_bad.yaml: exchanges.0.turns: .*agent turn\(s\) \[1\] have no `tone`"):
+        build_corpus(recipe, tmp_path / "out")
 
 
 def test_guard_measures_character_trigram_jaccard():

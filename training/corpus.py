@@ -15,13 +15,15 @@ import json
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from scipy import sparse
 
 from zhijian.taxonomy import LABEL_IDS, TONE_MAX, TONE_MIN
 
@@ -66,6 +68,34 @@ class LabelBank(Strict):
     label: str
     script: Script = "simplified"  # "traditional": written in Traditional characters (HK / TW shops)
     situations: list[Situation] = Field(min_length=1)
+
+
+class PlatformTurn(Strict):
+    role: Literal["customer", "agent"]
+    text: str = Field(min_length=1)
+    tone: int | None = Field(None, ge=TONE_MIN, le=TONE_MAX)
+
+
+class PlatformExchange(Strict):
+    """A stretch of a real-platform chat, every agent turn clean: split replies, bursts, templates, waits."""
+
+    phase: Phase
+    turns: list[PlatformTurn] = Field(min_length=2)
+
+    @field_validator("turns")
+    @classmethod
+    def _agent_tone(cls, turns: list[PlatformTurn]) -> list[PlatformTurn]:
+        missing = [i for i, turn in enumerate(turns) if turn.role == "agent" and turn.tone is None]
+        if missing:
+            raise ValueError(f"agent turn(s) {missing} have no `tone`")
+        if not any(turn.role == "agent" for turn in turns):
+            raise ValueError("no agent turn")
+        return turns
+
+
+class PlatformBank(Strict):
+    part: str
+    exchanges: list[PlatformExchange] = Field(min_length=1)
 
 
 class CleanSituations(Strict):
@@ -132,6 +162,9 @@ class BuildPlan(Strict):
     extra_banks: list[str] = Field(
         default_factory=list, description="Folders of more label banks (<label>.yaml each), appended to labels/."
     )
+    platform_banks: list[str] = Field(default_factory=list, description="Folders of platform exchanges (any *.yaml).")
+    platform_dialogues: int = Field(0, ge=0, description="Dialogues made of platform exchanges only.")
+    platform_filler_share: float = Field(0.0, ge=0, le=1, description="Share of fillers that are platform exchanges.")
     styles: StyleRates
     wrap_excluded_labels: list[str] = Field(default_factory=list)
 
@@ -157,6 +190,7 @@ def _load(path: Path, schema: type[BaseModel]):
 @dataclass
 class Recipe:
     banks: dict[str, LabelBank]
+    platform: list[tuple[str, PlatformExchange]]  # (split key, exchange)
     situations: CleanSituations
     categories: dict[str, Category]
     openers: Openers
@@ -185,8 +219,15 @@ class Recipe:
                     raise RecipeError(f"{path}: `label` is {bank.label!r}, expected {label!r}")
                 situations = [s.model_copy(update={"script": bank.script}) for s in bank.situations]
                 banks[label] = banks[label].model_copy(update={"situations": banks[label].situations + situations})
+        platform = [
+            (f"platform:{path.stem}:{index}", exchange)
+            for extra in plan.platform_banks
+            for path in sorted((folder / extra).glob("*.yaml"))
+            for index, exchange in enumerate(_load(path, PlatformBank).exchanges)
+        ]
         recipe = cls(
             banks=banks,
+            platform=platform,
             situations=_load(dialogue / "situations.yaml", CleanSituations),
             categories={c.id: c for c in _load(dialogue / "categories.yaml", Categories).categories},
             openers=_load(dialogue / "openers.yaml", Openers),
@@ -260,6 +301,7 @@ class Composer:
         self.clean_situations = [
             (f"clean:{i}", s) for i, s in enumerate(self.recipe.situations.situations) if keep(f"clean:{i}")
         ]
+        self.platform = [exchange for key, exchange in self.recipe.platform if keep(key)]
         styles = self.recipe.styles
         # Single characters are left out of word swaps: replacing 了/的 anywhere breaks other words.
         self.slang = {k: v for k, v in styles.slang.items() if len(k) > 1 or k == "亲"}
@@ -328,10 +370,11 @@ class Composer:
             text = self.wrap(text)
             if not labels and tone == 3:
                 tone = 4  # a correct reply wrapped in courtesy reads polite
-        return {"role": "agent", "text": self.style(text), "labels": sorted(set(labels)), "tone": tone}
+        return {"role": "agent", "text": self.style(text), "labels": sorted(set(labels)), "tone": tone, PLAIN: text}
 
     def customer_turn(self, text: str, product: str) -> dict:
-        return {"role": "customer", "text": self.style(self.fill(text, product))}
+        text = self.fill(text, product)
+        return {"role": "customer", "text": self.style(text), PLAIN: text}
 
     # -- exchanges ----------------------------------------------------------------------------
 
@@ -346,20 +389,41 @@ class Composer:
         key, situation = self.rng.choice([s for s in pool if s[1].clean])
         return Exchange(self.rng.choice(situation.customer), self.rng.choice(situation.clean), [], situation.categories, situation, key)
 
-    def filler(self, category: str) -> Exchange:
+    def filler(self, category: str) -> Exchange | PlatformExchange:
+        if self.platform and self.rng.random() < self.recipe.plan.platform_filler_share:
+            return self.rng.choice(self.platform)
         fitting = [s for s in self.clean_situations if not s[1].categories or category in s[1].categories]
         return self.clean_exchange(fitting)
 
+    def platform_turns(self, exchange: PlatformExchange) -> list[dict]:
+        """The exchange as written, its placeholders sometimes given values, each text styled like any other."""
+        turns = []
+        for turn in exchange.turns:
+            plain = self.fill_placeholders(turn.text)
+            if turn.role == "agent":
+                turns.append({"role": "agent", "text": self.style(plain), "labels": [], "tone": turn.tone, PLAIN: plain})
+            else:
+                turns.append({"role": "customer", "text": self.style(plain), PLAIN: plain})
+        return turns
+
+    def fill_placeholders(self, text: str) -> str:
+        """Real chats show an order number or an amount where the anonymized CSDS shows [订单编号] / [金额]: both, half each."""
+        if "[订单编号]" in text and self.rng.random() < 0.5:
+            text = text.replace("[订单编号]", str(self.rng.randint(10**11, 10**12 - 1)))
+        if "[金额]" in text and self.rng.random() < 0.5:
+            text = text.replace("[金额]", str(self.rng.choice([19.9, 59, 99, 138, 269, 1099])))
+        return text
+
     # -- dialogues ----------------------------------------------------------------------------
 
-    def pick_category(self, exchanges: list[Exchange]) -> str:
+    def pick_category(self, exchanges: list[Exchange | PlatformExchange]) -> str:
         allowed = set(self.recipe.categories)
         for exchange in exchanges:
-            if exchange.categories:
+            if isinstance(exchange, Exchange) and exchange.categories:
                 allowed &= set(exchange.categories)
         return self.rng.choice(sorted(allowed or self.recipe.categories))
 
-    def dialogue(self, main: list[Exchange], seed: int, kind: str) -> dict:
+    def dialogue(self, main: list[Exchange | PlatformExchange], seed: int, kind: str) -> dict:
         """One dialogue around its main exchanges; `seed` fixes everything but the main replies, for contrast twins."""
         outer, self.rng = self.rng, random.Random(seed)
         plan = self.recipe.plan
@@ -380,6 +444,9 @@ class Composer:
                 self.rng = outer  # the main replies differ between twins; their styling may too
             else:
                 self.rng = main_rng
+            if isinstance(exchange, PlatformExchange):
+                turns += self.platform_turns(exchange)
+                continue
             turns.append(self.customer_turn(exchange.customer, product))
             turns.append(self.agent_turn(exchange.reply, exchange.labels, product, wrap=True))
         self.rng = main_rng
@@ -387,15 +454,16 @@ class Composer:
             if self.rng.random() < 0.8:
                 turns.append(self.customer_turn(self.rng.choice(self.customer_closings), product))
             turns.append(self.agent_turn(self.rng.choice(self.closings), [], product))
-        phase = main[0].situation.phase if main else "pre_sale"
+        first = main[0] if main else None
+        phase = first.phase if isinstance(first, PlatformExchange) else first.situation.phase if first else "pre_sale"
         if self.rng.random() < plan.timestamps_share:
             self.add_timestamps(turns)
         script = "simplified"
-        traditional = any(exchange.situation.script == "traditional" for exchange in main)
+        traditional = any(isinstance(e, Exchange) and e.situation.script == "traditional" for e in main)
         if self.converter is not None and (self.rng.random() < plan.traditional_share or traditional):
             script = "traditional"
             for turn in turns:
-                turn["text"] = self.converter.convert(turn["text"])
+                turn["text"], turn[PLAIN] = self.converter.convert(turn["text"]), self.converter.convert(turn[PLAIN])
         self.rng = outer
         meta = {"category": category, "phase": phase, "kind": kind, "script": script, "split": self.split}
         return {"turns": turns, "meta": meta}
@@ -435,18 +503,41 @@ class Composer:
                 dialogues.append(self.dialogue([self.clean_exchange(pool)], rng.getrandbits(32), "hard_negative"))
         for _ in range(self.scaled(plan.clean_dialogues)):
             dialogues.append(self.dialogue([self.clean_exchange(self.clean_situations)], rng.getrandbits(32), "clean"))
+        if self.platform:  # real-platform chats: one to three stretches, every agent turn clean
+            for _ in range(self.scaled(plan.platform_dialogues)):
+                stretches = [rng.choice(self.platform) for _ in range(rng.choice([1, 1, 2, 3]))]
+                dialogues.append(self.dialogue(stretches, rng.getrandbits(32), "platform"))
         rng.shuffle(dialogues)
         for number, dialogue in enumerate(dialogues):
             dialogue["id"] = f"{self.split}-{number:06d}"
         return [{"id": d["id"], "turns": d["turns"], "meta": d["meta"]} for d in dialogues]
 
 
+PLAIN = "_plain"  # a turn's text before the style deviations, kept while composing (see unstyle_near_copies)
+
+
+def unstyle_near_copies(guard: LeakageGuard, dialogues: list[dict]) -> int:
+    """Turns whose styling happened to make them near copies of a protected turn (谢谢亲 -> "thank you亲")
+    go back to their plain text; the guard then checks every turn. Returns how many were put back."""
+    turns = [turn for dialogue in dialogues for turn in dialogue["turns"]]
+    near = {text for _, text, _ in guard.leaks(turn["text"] for turn in turns if turn["text"] != turn[PLAIN])}
+    changed = 0
+    for turn in turns:
+        if turn["text"] in near:
+            turn["text"], changed = turn[PLAIN], changed + 1
+    guard.check(turn["text"] for turn in turns)
+    return changed
+
+
 # ---------------------------------------------------------------------------------------------
 # Leakage guard, statistics, writing.
 
 
+_NOT_CONTENT = re.compile(r"[\s\W_]+")  # spaces and punctuation: 还有什么需要帮助的吗? and 还有什么需要帮助的吗 are the same text
+
+
 def char_ngrams(text: str, n: int = 3) -> set[str]:
-    text = re.sub(r"\s+", "", text)
+    text = _NOT_CONTENT.sub("", text) or text
     return {text[i : i + n] for i in range(len(text) - n + 1)} or {text}
 
 
@@ -455,16 +546,33 @@ class LeakageError(RuntimeError):
 
 
 class LeakageGuard:
-    """Refuses agent turns equal to, or near copies of (char 3-gram Jaccard >= threshold), held-out turns."""
+    """Refuses turns equal to, or near copies of (char 3-gram Jaccard >= threshold), protected turns.
 
-    def __init__(self, held_out_texts: Iterable[str], threshold: float = 0.8):
-        self.threshold = threshold
-        self.grams = [char_ngrams(text) for text in held_out_texts]
-        self.texts = list(held_out_texts) if not isinstance(held_out_texts, list) else held_out_texts
-        self.index: dict[str, list[int]] = {}
-        for i, grams in enumerate(self.grams):
-            for gram in grams:
-                self.index.setdefault(gram, []).append(i)
+    The protected turns are the evaluation set's agent turns, or every turn of the real chats in
+    ``../shared/data`` (research data whose text must not enter the corpus). Jaccard of all pairs at
+    once, as a sparse product of 3-gram incidence matrices: 40,000 real turns against a corpus in seconds.
+    """
+
+    def __init__(self, protected_texts: Iterable[str], threshold: float = 0.8, min_chars: int = 0, source: str = "the held-out evaluation set"):
+        self.texts = list(protected_texts)
+        self.threshold, self.min_chars, self.source = threshold, min_chars, source
+        self.vocabulary: dict[str, int] = {}
+        grams = [char_ngrams(text) for text in self.texts]
+        for text_grams in grams:
+            for gram in text_grams:
+                self.vocabulary.setdefault(gram, len(self.vocabulary))
+        self.matrix = self._incidence(grams).T.tocsr()  # (grams, protected texts)
+        self.sizes = np.array([len(g) for g in grams], dtype=np.float32)
+
+    def _incidence(self, grams: list[set[str]]) -> sparse.csr_matrix:
+        rows, cols = [], []
+        for row, text_grams in enumerate(grams):
+            for gram in text_grams:
+                if gram in self.vocabulary:
+                    rows.append(row)
+                    cols.append(self.vocabulary[gram])
+        data = np.ones(len(rows), dtype=np.float32)
+        return sparse.csr_matrix((data, (rows, cols)), shape=(len(grams), len(self.vocabulary)))
 
     @classmethod
     def from_transcripts(cls, path: Path, threshold: float = 0.8) -> LeakageGuard:
@@ -472,30 +580,82 @@ class LeakageGuard:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 texts += [t["text"] for t in json.loads(line)["turns"] if t["role"] == "agent"]
-        return cls(texts, threshold)
+        return cls(texts, threshold, source=f"the held-out evaluation set {path}")
+
+    @classmethod
+    def from_real_chats(cls, folder: Path, threshold: float = 0.8, min_chars: int = 8) -> LeakageGuard | None:
+        """Every turn of the CSDS and STC-3 chats under ``folder`` (``../shared/data``); None when it is not there."""
+        texts = real_chat_texts(folder)
+        return cls(texts, threshold, min_chars, source=f"the real chats in {folder} (CSDS, STC-3)") if texts else None
+
+    def nearest(self, texts: Sequence[str]) -> list[tuple[float, str | None]]:
+        """For each text, the highest Jaccard to a protected turn and that turn."""
+        result: list[tuple[float, str | None]] = []
+        for start in range(0, len(texts), 512):
+            grams = [char_ngrams(text) for text in texts[start : start + 512]]
+            overlap = (self._incidence(grams) @ self.matrix).tocsr()  # |A ∩ B| for every pair that shares a gram
+            sizes = np.array([len(g) for g in grams], dtype=np.float32)
+            for row in range(overlap.shape[0]):
+                begin, end = overlap.indptr[row], overlap.indptr[row + 1]
+                if begin == end:
+                    result.append((0.0, None))
+                    continue
+                columns, shared = overlap.indices[begin:end], overlap.data[begin:end]
+                jaccard = shared / (sizes[row] + self.sizes[columns] - shared)
+                best = int(np.argmax(jaccard))
+                result.append((float(jaccard[best]), self.texts[columns[best]]))
+        return result
 
     def closest(self, text: str) -> tuple[float, str | None]:
-        grams = char_ngrams(text)
-        candidates = {i for gram in grams for i in self.index.get(gram, ())}
-        best, match = 0.0, None
-        for i in candidates:
-            score = len(grams & self.grams[i]) / len(grams | self.grams[i])
-            if score > best:
-                best, match = score, self.texts[i]
-        return best, match
+        return self.nearest([text])[0]
+
+    def leaks(self, texts: Iterable[str]) -> list[tuple[float, str, str]]:
+        candidates = sorted({text for text in texts if len(_NOT_CONTENT.sub("", text)) >= self.min_chars})
+        found = zip(candidates, self.nearest(candidates))
+        return sorted(((score, text, match) for text, (score, match) in found if score >= self.threshold), reverse=True)
 
     def check(self, texts: Iterable[str]) -> None:
-        leaks = []
-        for text in set(texts):
-            score, match = self.closest(text)
-            if score >= self.threshold:
-                leaks.append((score, text, match))
+        leaks = self.leaks(texts)
         if leaks:
-            shown = "\n".join(f"  {score:.2f}  {text!r} ~ {match!r}" for score, text, match in sorted(leaks, reverse=True)[:20])
+            shown = "\n".join(f"  {score:.2f}  {text!r} ~ {match!r}" for score, text, match in leaks[:20])
+            longer = f" of {self.min_chars}+ characters" if self.min_chars else ""
             raise LeakageError(
-                f"{len(leaks)} agent turn(s) copy or nearly copy the held-out evaluation set "
+                f"{len(leaks)} turn(s){longer} copy or nearly copy {self.source} "
                 f"(char 3-gram Jaccard >= {self.threshold}); the corpus was not written:\n{shown}"
             )
+
+
+def recipe_texts(path: Path) -> list[str]:
+    """Every string of a recipe YAML file (replies, customer lines, slot values): what the corpus can contain."""
+    def strings(node) -> Iterable[str]:
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise RecipeError(f"{path}: cannot be read as YAML: {error}") from None
+    return [text for text in strings(data) if re.search(r"[\u4e00-\u9fff]", text)]
+
+
+def real_chat_texts(folder: Path) -> list[str]:
+    """The text of every turn of the real chats: CSDS dialogues (``csds/*.jsonl``) and STC-3 utterances (``stc3/*_cn.json``)."""
+    folder = Path(folder)
+    texts: list[str] = []
+    for path in sorted(folder.glob("csds/*_dialogues.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                texts += [str(turn.get("text", "")) for turn in json.loads(line).get("turns", [])]
+    for path in sorted(folder.glob("stc3/*_data_cn.json")):
+        for dialogue in json.loads(path.read_text(encoding="utf-8")):
+            texts += [str(u) for turn in dialogue.get("turns", []) for u in turn.get("utterances", [])]
+    return sorted({text.strip() for text in texts if text.strip()})
 
 
 def variety(texts: list[str], sample: list[str], rng: random.Random) -> dict:
@@ -507,7 +667,7 @@ def variety(texts: list[str], sample: list[str], rng: random.Random) -> dict:
     unique = sorted(set(texts))
     guard = LeakageGuard(unique, threshold=1.1)
     probe = rng.sample(sample, min(300, len(sample)))
-    nearest = sorted(guard.closest(text)[0] for text in probe)
+    nearest = sorted(score for score, _ in guard.nearest(probe))
     return {
         "unique_agent_texts": len(unique),
         "distinct_2": distinct(2),
@@ -545,8 +705,15 @@ def corpus_stats(dialogues: list[dict]) -> dict:
     }
 
 
-def build_corpus(recipe_dir: Path, out: Path, seed: int = 0, held_out: Path | None = None, scale: float = 1.0) -> dict:
-    """Compose, guard against leakage, then write train/valid JSON Lines and stats.json; returns the stats."""
+def build_corpus(
+    recipe_dir: Path, out: Path, seed: int = 0, held_out: Path | None = None, scale: float = 1.0, real_chats: Path | None = None
+) -> dict:
+    """Compose, guard against leakage, then write train/valid JSON Lines and stats.json; returns the stats.
+
+    Two guards, each run when its files are here: no agent turn near the evaluation set (`held_out`),
+    and no turn of 8+ characters, of either role, near a turn of the real chats (`real_chats`: CSDS and
+    STC-3 are research data, their text must not enter a corpus that trains shipped weights).
+    """
     from opencc import OpenCC
 
     recipe = Recipe.load(recipe_dir)
@@ -555,6 +722,11 @@ def build_corpus(recipe_dir: Path, out: Path, seed: int = 0, held_out: Path | No
     for split in ("train", "valid"):
         rng = random.Random(f"{seed}:{split}")
         splits[split] = Composer(recipe, rng, split, converter, scale).build()
+    real_guard = LeakageGuard.from_real_chats(real_chats) if real_chats is not None and real_chats.is_dir() else None
+    unstyled = unstyle_near_copies(real_guard, splits["train"] + splits["valid"]) if real_guard else 0
+    for dialogue in splits["train"] + splits["valid"]:
+        for turn in dialogue["turns"]:
+            del turn[PLAIN]
     agent_texts = {split: [t["text"] for d in ds for t in d["turns"] if t["role"] == "agent"] for split, ds in splits.items()}
     if held_out is not None and held_out.is_file():
         LeakageGuard.from_transcripts(held_out).check(agent_texts["train"] + agent_texts["valid"])
@@ -565,6 +737,7 @@ def build_corpus(recipe_dir: Path, out: Path, seed: int = 0, held_out: Path | No
     stats["seed"] = seed
     stats["scale"] = scale
     stats["leakage_guard"] = str(held_out) if held_out is not None and held_out.is_file() else None
+    stats["real_chat_guard"] = {"folder": str(real_chats), "turns": len(real_guard.texts), "unstyled": unstyled} if real_guard else None
     out.mkdir(parents=True, exist_ok=True)
     for split, dialogues in splits.items():
         path = out / f"{split}.jsonl"

@@ -471,6 +471,7 @@ def serve(
 data_app = typer.Typer(no_args_is_help=True, help="Build and inspect the training corpus.")
 app.add_typer(data_app, name="data")
 HELD_OUT = Path("../shared/eval/dev.jsonl")
+REAL_CHATS = Path("../shared/data")
 
 
 @data_app.command("build")
@@ -480,6 +481,7 @@ def data_build(
     recipe: Annotated[Path, typer.Option(help="The recipe folder (YAML banks).")] = Path("data/recipe"),
     held_out: Annotated[Path, typer.Option(help="Evaluation transcripts no agent turn may copy (checked when present).")] = HELD_OUT,
     scale: Annotated[float, typer.Option(help="Multiply every count of the build plan (e.g. 0.05 for a quick trial).")] = 1.0,
+    real_chats: Annotated[Path, typer.Option(help="Real chats (csds/, stc3/) no turn of 8+ characters may copy (checked when present).")] = REAL_CHATS,
 ) -> None:
     """Compose the labeled corpus from the recipe: deterministic for a seed, guarded against leakage."""
     import time
@@ -488,7 +490,7 @@ def data_build(
 
     start = time.perf_counter()
     try:
-        stats = build_corpus(recipe, out, seed, held_out, scale)
+        stats = build_corpus(recipe, out, seed, held_out, scale, real_chats)
     except (RecipeError, LeakageError) as error:
         _fail(str(error))
     total = stats["all"]
@@ -500,6 +502,33 @@ def data_build(
     console.print("positives: " + ", ".join(f"{k} {v}" for k, v in total["labels"].items()), highlight=False)
     if stats["leakage_guard"] is None:
         errors.print(f"note: {held_out} not found, the leakage guard did not run")
+    if stats["real_chat_guard"] is None:
+        errors.print(f"note: {real_chats} not found, the guard against copying real chats did not run")
+
+
+@data_app.command("check-leaks")
+def data_check_leaks(
+    files: Annotated[list[Path], typer.Argument(help="Recipe YAML files to check.")],
+    real_chats: Annotated[Path, typer.Option(help="Folder of the real chats (csds/, stc3/) no text may copy.")] = REAL_CHATS,
+) -> None:
+    """List every text of 8+ characters in recipe files that nearly copies a real CSDS or STC-3 turn (char 3-gram Jaccard >= 0.8)."""
+    from training.corpus import LeakageGuard, RecipeError, recipe_texts
+
+    guard = LeakageGuard.from_real_chats(real_chats)
+    if guard is None:
+        _fail(f"{real_chats}: no CSDS or STC-3 chats there")
+    found = 0
+    for path in files:
+        try:
+            leaks = guard.leaks(recipe_texts(path))
+        except RecipeError as error:
+            _fail(str(error))
+        for score, text, match in leaks:
+            console.print(f"{path}: {score:.2f}  {text}  ~  {match}", highlight=False)
+        found += len(leaks)
+    if found:
+        _fail(f"{found} text(s) nearly copy a real turn: reword them", code=1)
+    console.print(f"no text of {guard.min_chars}+ characters within Jaccard {guard.threshold} of the {len(guard.texts)} real turns")
 
 
 def main() -> None:
