@@ -135,6 +135,33 @@ def write_report(path: Path, report: dict) -> None:
     os.replace(staging, path)
 
 
+def model_arguments(parser, default_out: Path) -> None:
+    """--model NAME=FOLDER (repeatable), --out, --table: the arguments of the per-model quality benchmarks."""
+    parser.add_argument("--model", action="append", default=[], help="NAME=FOLDER (repeatable)")
+    parser.add_argument("--out", type=Path, default=default_out)
+    parser.add_argument("--table", action="store_true", help="print the results file as a Markdown table and stop")
+
+
+def measure_models(parser, args, results: dict, measure, table) -> None:
+    """Measure each --model folder, merging its figures into `results["models"][NAME]` and writing the
+    file after each (a series of experiments builds one table); prints each model's rows as it goes."""
+    import time
+
+    if not args.model:
+        parser.error("give at least one --model NAME=FOLDER")
+    results.setdefault("models", {})
+    for spec in args.model:
+        name, _, folder = spec.partition("=")
+        if not folder:
+            parser.error(f"--model {spec!r}: expected NAME=FOLDER")
+        started = time.monotonic()
+        results["models"][name] = measure(Path(folder).resolve())
+        results["models"][name]["measured_seconds"] = round(time.monotonic() - started, 1)
+        results["machine"] = machine()
+        write_report(args.out, results)
+        print(table({"models": {name: results["models"][name]}}), flush=True)
+
+
 def finish(path: Path, report: dict, clock: "RunClock", quick: bool) -> None:
     """The end of every bench script: note how busy the machine was, write the results, print the notes."""
     report["notes"].append(clock.note(quick))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, machine, write_report  # noqa: E402
+from bench.common import ROOT, measure_models, model_arguments  # noqa: E402
 
 SETS = {
     "dev": ROOT.parent / "shared" / "eval" / "dev.jsonl",
@@ -57,7 +57,7 @@ def measure(folder: Path, sets: dict[str, Path], baselines: dict) -> dict:
     key = (tuple(map(str, data.train)), tuple(map(str, data.valid)))
     if key not in baselines:  # one n-gram baseline per training set, shared by the models trained on it
         started = time.monotonic()
-        baselines[key] = (NgramBaseline.from_config(data, scorer.config.training.seed), time.monotonic() - started)
+        baselines[key] = (NgramBaseline.from_config(scorer.config), time.monotonic() - started)
     ngram, ngram_seconds = baselines[key]
     summary_file = folder.parent / "train_summary.json"
     train_summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
@@ -98,10 +98,8 @@ def table(results: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", default=[], help="NAME=FOLDER (repeatable)")
+    model_arguments(parser, ROOT / "bench" / "results" / "quality.json")
     parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
-    parser.add_argument("--table", action="store_true", help="print the results file as a Markdown table and stop")
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.table:
@@ -113,21 +111,9 @@ def main() -> None:
         parser.error(f"unknown set(s) {unknown}; known: {', '.join(SETS)}")
     sets = {name: SETS[name] for name in chosen if SETS[name].is_file()}
     skipped = {name: f"{os.path.relpath(SETS[name], ROOT)} is not here" for name in chosen if name not in sets}
-    if not args.model:
-        parser.error("give at least one --model NAME=FOLDER")
     baselines: dict = {}
-    results.setdefault("models", {})
-    for spec in args.model:
-        name, _, folder = spec.partition("=")
-        if not folder:
-            parser.error(f"--model {spec!r}: expected NAME=FOLDER")
-        started = time.monotonic()
-        results["models"][name] = measure(Path(folder).resolve(), sets, baselines)
-        results["models"][name]["measured_seconds"] = round(time.monotonic() - started, 1)
-        results["machine"] = machine()
-        results["skipped_sets"] = skipped
-        write_report(args.out, results)
-        print(table({"models": {name: results["models"][name]}}), flush=True)
+    results["skipped_sets"] = skipped
+    measure_models(parser, args, results, lambda folder: measure(folder, sets, baselines), table)
 
 
 if __name__ == "__main__":

@@ -135,6 +135,48 @@ def test_calibrate_rejects_an_unknown_mode(model_copy, tiny_data):
     assert result.exit_code == 2 and "--mode" in result.stderr
 
 
+def test_calibrate_to_a_shops_chats_meets_the_alert_rate_and_only_raises_thresholds(model_copy, tiny_data):
+    before = Scorer.load(model_copy, "cpu")
+    shop = read_transcripts([tiny_data["valid"]])
+    probs = before.predict(shop).probs
+    assert (probs >= before.thresholds).any(axis=1).mean() > 0.1  # the tiny model flags plenty at its own thresholds
+    result = runner.invoke(app, ["calibrate", "--model", str(model_copy), "--unlabeled", str(tiny_data["valid"]), "--alert-rate", "0.05"])
+    assert result.exit_code == 0, result.output
+    after = Scorer.load(model_copy, "cpu")
+    assert (after.predict(shop).probs >= after.thresholds).any(axis=1).mean() <= 0.05
+    assert (after.thresholds >= before.thresholds).all()
+    assert "flagged" in result.stdout and "0.05" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, complaint",
+    [
+        ([], "--alert-rate"),  # neither target
+        (["--alert-rate", "0.01", "--prevalence", "0.001"], "one of --alert-rate"),  # both
+        (["--alert-rate", "1.5"], "--alert-rate must be between 0 and 1"),
+        (["--prevalence", "0"], "--prevalence must be between 0 and 1"),
+    ],
+)
+def test_calibrate_to_a_shop_refuses_an_unclear_target_and_writes_nothing(model_copy, tiny_data, extra, complaint):
+    written = (model_copy / "zhijian.yaml").read_bytes()
+    result = runner.invoke(app, ["calibrate", "--model", str(model_copy), "--unlabeled", str(tiny_data["valid"]), *extra])
+    assert result.exit_code == 2 and complaint in result.stderr
+    assert (model_copy / "zhijian.yaml").read_bytes() == written
+
+
+def test_calibrate_to_a_precision_target_needs_labeled_turns_for_recall(model_copy, tiny_data):
+    before = Scorer.load(model_copy, "cpu").thresholds
+    result = runner.invoke(
+        app,
+        ["calibrate", "--model", str(model_copy), "--unlabeled", str(tiny_data["valid"]), "--prevalence", "0.01",
+         "--target-precision", "0.5", "--data", str(tiny_data["valid"])],
+    )
+    assert result.exit_code == 0, result.output
+    assert "estimated precision 50%" in result.stdout
+    after = Scorer.load(model_copy, "cpu").thresholds
+    assert (after >= before).all() and (after > before).any()  # 1 % prevalence cannot carry the tiny model's many alerts
+
+
 class _Page(HTMLParser):
     def __init__(self):
         super().__init__()
@@ -177,14 +219,26 @@ def test_unlabeled_real_chats_give_the_false_alarm_contract(tiny_model, tmp_path
         {"id": 2, "turns": [{"role": "customer", "text": "贵"}, {"role": "agent", "text": "买不起就别问,神经病"}, {"role": "robot", "text": "评价"}]},
     ]
     real.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in chats), encoding="utf-8")
-    out = tmp_path / "fa"
-    result = runner.invoke(app, ["evaluate", "--model", str(tiny_model), "--unlabeled", str(real), "--json", "--report", str(out)])
+    out, audit = tmp_path / "fa", tmp_path / "audit.jsonl"
+    result = runner.invoke(
+        app, ["evaluate", "--model", str(tiny_model), "--unlabeled", str(real), "--json", "--report", str(out), "--audit", str(audit)]
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["turns"] == 2 and set(metrics["per_label"]) == set(LABEL_IDS)
     assert metrics["per_label"]["abuse"] == 0.5 and metrics["flagged_rate"] == 0.5
+    assert metrics["per_label_count"]["abuse"] == 1 and metrics["flagged_rate_without_perfunctory"] == 0.5
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "买不起就别问,神经病" in page and (out / "false_alarms.png").is_file()
+    # the audit file: each flagged turn once, with its context, the labels over threshold, and a verdict to fill in
+    rows = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()]
+    assert [(row["dialogue"], row["turn"], row["text"]) for row in rows] == [("real:2", 1, "买不起就别问,神经病")]
+    assert "abuse" in rows[0]["labels"] and rows[0]["context"] == [{"role": "customer", "text": "贵"}] and rows[0]["verdict"] is None
+
+
+def test_audit_file_needs_unlabeled_chats(tiny_model, tiny_data, tmp_path):
+    result = runner.invoke(app, ["evaluate", "--model", str(tiny_model), "--data", str(tiny_data["valid"]), "--audit", str(tmp_path / "a.jsonl")])
+    assert result.exit_code == 2 and "--audit" in result.stderr and not (tmp_path / "a.jsonl").exists()
 
 
 def test_evaluate_needs_exactly_one_of_data_or_unlabeled(tiny_model, tiny_data):

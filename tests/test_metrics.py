@@ -33,3 +33,47 @@ def test_tuned_threshold_separates_a_low_scoring_label():
     tuned = tune_thresholds(y_true, probs)
     assert 0.1 < tuned["blunt_refusal"] <= 0.3
     assert set(tuned) == {"blunt_refusal"} and len(LABEL_IDS) == 12
+
+
+# -- thresholds for a shop's own traffic (zhijian calibrate --unlabeled) --------------------------
+
+SHOP = np.array([  # 10 turns of a shop's chats, two labels
+    [0.95, 0.90, 0.80, 0.70, 0.10, 0.10, 0.10, 0.10, 0.10, 0.10],
+    [0.10, 0.10, 0.10, 0.10, 0.90, 0.85, 0.60, 0.10, 0.10, 0.10],
+]).T
+
+
+def test_alert_rate_caps_the_share_of_turns_flagged_with_any_label():
+    from training.metrics import thresholds_for_alert_rate
+
+    current = np.array([0.5, 0.5])  # 7 of 10 turns flagged
+    fitted = thresholds_for_alert_rate(SHOP, current, rate=0.2)
+    flagged = (SHOP >= fitted).any(axis=1)
+    assert np.flatnonzero(flagged).tolist() == [0, 4]  # each label keeps its most confident turn: 2 of 10
+    assert 0.90 < fitted[0] <= 0.95 and 0.85 < fitted[1] <= 0.90
+
+
+def test_alert_rate_never_lowers_a_threshold():
+    from training.metrics import thresholds_for_alert_rate
+
+    current = np.array([0.97, 0.5])  # over_promise already flags nothing here
+    fitted = thresholds_for_alert_rate(SHOP, current, rate=0.5)
+    assert fitted[0] == 0.97
+    assert fitted[1] == 0.5  # 3 of 10 is within the budget: unchanged
+
+
+def test_precision_target_uses_recall_on_labeled_turns_and_alerts_on_the_shop():
+    from training.metrics import thresholds_for_precision
+
+    gold = np.array([[1, 0], [1, 0], [1, 0], [1, 0], [0, 0]])
+    probs = np.array([[0.95, 0.1], [0.92, 0.1], [0.91, 0.1], [0.85, 0.1], [0.2, 0.1]])
+    current = np.array([0.5, 0.5])
+    # label 0 at prevalence 0.2: t=0.5 flags 4/10 with recall 1 -> 0.2 * 1 / 0.4 = 0.5;
+    # t=0.8 flags 3/10, recall still 1 -> 0.667, the lowest threshold reaching 0.6.
+    fitted = thresholds_for_precision(SHOP, gold, probs, current, target=0.6, prevalence=0.2)
+    assert fitted[0] == 0.8
+    # label 1 has no labeled positives: recall counts as 1; 0.2 / 0.3 = 0.667 at the current threshold
+    assert fitted[1] == 0.5
+    # a target no threshold reaches flags nothing
+    strict = thresholds_for_precision(SHOP, gold, probs, current, target=0.99, prevalence=0.2)
+    assert not (SHOP[:, 0] >= strict[0]).any()

@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from training.metrics import tune_thresholds
-from zhijian.config import DataSection, LabelId
+from zhijian.config import LabelId, ZhijianConfig
 from zhijian.featurize import AgentTurnFeatures
 from zhijian.template import Regex
 from zhijian.taxonomy import AGENT, LABEL_IDS, LABEL_INDEX
@@ -96,8 +96,8 @@ class NgramBaseline:
         self.vectorizer, self.classifier, self.thresholds = vectorizer, classifier, thresholds
 
     @classmethod
-    def fit(cls, train: Sequence[Transcript], valid: Sequence[Transcript], C: float = 4.0) -> NgramBaseline:
-        """Fit on the training dialogues' labeled agent turns; thresholds for max F1 on the validation ones."""
+    def fit(cls, train: Sequence[Transcript], valid: Sequence[Transcript], C: float = 4.0, beta: float = 1.0) -> NgramBaseline:
+        """Fit on the training dialogues' labeled agent turns; thresholds for max F-beta on the validation ones."""
         texts, labels = _agent_texts(train)
         if not texts:
             raise ValueError("the n-gram baseline needs labeled agent turns in data.train")
@@ -107,16 +107,18 @@ class NgramBaseline:
         baseline = cls(vectorizer, classifier, np.full(len(LABEL_IDS), 0.5))
         valid_texts, valid_labels = _agent_texts(valid)
         if len(valid_texts):
-            tuned = tune_thresholds(valid_labels, baseline.probabilities(valid_texts))
+            tuned = tune_thresholds(valid_labels, baseline.probabilities(valid_texts), beta=beta)
             baseline.thresholds = np.array([tuned.get(label, 0.5) for label in LABEL_IDS])
         return baseline
 
     @classmethod
-    def from_config(cls, data: DataSection, seed: int = 0) -> NgramBaseline:
-        """Trained on a config's `data.train` / `data.valid`, split as `zhijian train` splits them."""
+    def from_config(cls, config: ZhijianConfig) -> NgramBaseline:
+        """Trained on a model config's `data.train` / `data.valid`, split as `zhijian train` splits them, its
+        thresholds tuned as the model's are (`thresholds.tune_beta`): the bar is measured the model's way."""
         from training.data import split_dialogues
 
-        return cls.fit(*split_dialogues(data.train, data.valid, data.valid_fraction, seed))
+        data = config.data
+        return cls.fit(*split_dialogues(data.train, data.valid, data.valid_fraction, config.training.seed), beta=config.thresholds.tune_beta)
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
         if not len(texts):

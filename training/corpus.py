@@ -157,6 +157,7 @@ class BuildPlan(Strict):
     opener_share: float = Field(ge=0, le=1)
     no_greeting_share: float = Field(ge=0, le=1)
     closing_share: float = Field(ge=0, le=1)
+    agent_first_share: float = Field(0.0, ge=0, le=1, description="Dialogues cut to start at their first agent turn (no customer context).")
     timestamps_share: float = Field(ge=0, le=1)
     traditional_share: float = Field(ge=0, le=1)
     extra_banks: list[str] = Field(
@@ -454,6 +455,9 @@ class Composer:
             if self.rng.random() < 0.8:
                 turns.append(self.customer_turn(self.rng.choice(self.customer_closings), product))
             turns.append(self.agent_turn(self.rng.choice(self.closings), [], product))
+        if self.rng.random() < plan.agent_first_share:  # real transcripts often start at the agent: a topic cut, an auto-greeting
+            first_agent = next(i for i, turn in enumerate(turns) if turn["role"] == "agent")
+            turns = turns[first_agent:]
         first = main[0] if main else None
         phase = first.phase if isinstance(first, PlatformExchange) else first.situation.phase if first else "pre_sale"
         if self.rng.random() < plan.timestamps_share:
@@ -516,10 +520,11 @@ class Composer:
 PLAIN = "_plain"  # a turn's text before the style deviations, kept while composing (see unstyle_near_copies)
 
 
-def unstyle_near_copies(guard: LeakageGuard, dialogues: list[dict]) -> int:
-    """Turns whose styling happened to make them near copies of a protected turn (谢谢亲 -> "thank you亲")
-    go back to their plain text; the guard then checks every turn. Returns how many were put back."""
-    turns = [turn for dialogue in dialogues for turn in dialogue["turns"]]
+def unstyle_near_copies(guard: LeakageGuard, dialogues: list[dict], roles: tuple[str, ...] = ("agent", "customer")) -> int:
+    """Turns (of `roles`) whose styling happened to make them near copies of a protected turn (谢谢亲 ->
+    "thank you亲", 不知道 -> 不晓得) go back to their plain text; the guard then checks them all.
+    Returns how many were put back."""
+    turns = [turn for dialogue in dialogues for turn in dialogue["turns"] if turn["role"] in roles]
     near = {text for _, text, _ in guard.leaks(turn["text"] for turn in turns if turn["text"] != turn[PLAIN])}
     changed = 0
     for turn in turns:
@@ -722,22 +727,26 @@ def build_corpus(
     for split in ("train", "valid"):
         rng = random.Random(f"{seed}:{split}")
         splits[split] = Composer(recipe, rng, split, converter, scale).build()
+    everything = splits["train"] + splits["valid"]
+    dev_guard = LeakageGuard.from_transcripts(held_out) if held_out is not None and held_out.is_file() else None
     real_guard = LeakageGuard.from_real_chats(real_chats) if real_chats is not None and real_chats.is_dir() else None
-    unstyled = unstyle_near_copies(real_guard, splits["train"] + splits["valid"]) if real_guard else 0
-    for dialogue in splits["train"] + splits["valid"]:
+    unstyled = unstyle_near_copies(dev_guard, everything, roles=("agent",)) if dev_guard else 0
+    unstyled += unstyle_near_copies(real_guard, everything) if real_guard else 0
+    if dev_guard:  # the real-chat pass may have put a turn back to a text the evaluation set has
+        dev_guard.check(turn["text"] for dialogue in everything for turn in dialogue["turns"] if turn["role"] == "agent")
+    for dialogue in everything:
         for turn in dialogue["turns"]:
             del turn[PLAIN]
     agent_texts = {split: [t["text"] for d in ds for t in d["turns"] if t["role"] == "agent"] for split, ds in splits.items()}
-    if held_out is not None and held_out.is_file():
-        LeakageGuard.from_transcripts(held_out).check(agent_texts["train"] + agent_texts["valid"])
     stats = {split: corpus_stats(ds) for split, ds in splits.items()}
     stats["all"] = corpus_stats(splits["train"] + splits["valid"])
     violating_valid = [t["text"] for d in splits["valid"] for t in d["turns"] if t["role"] == "agent" and t["labels"]]
     stats["variety"] = variety(agent_texts["train"], violating_valid, random.Random(seed))
     stats["seed"] = seed
     stats["scale"] = scale
-    stats["leakage_guard"] = str(held_out) if held_out is not None and held_out.is_file() else None
-    stats["real_chat_guard"] = {"folder": str(real_chats), "turns": len(real_guard.texts), "unstyled": unstyled} if real_guard else None
+    stats["leakage_guard"] = str(held_out) if dev_guard else None
+    stats["real_chat_guard"] = {"folder": str(real_chats), "turns": len(real_guard.texts)} if real_guard else None
+    stats["unstyled_near_copies"] = unstyled  # styled turns that landed on a protected turn and were put back to their plain text
     out.mkdir(parents=True, exist_ok=True)
     for split, dialogues in splits.items():
         path = out / f"{split}.jsonl"

@@ -79,10 +79,29 @@ def evaluate(
 
 @dataclass
 class FalseAlarms:
-    metrics: dict  # {"turns", "flagged_rate", "per_label": {label: rate}}
+    metrics: dict  # {"turns", "flagged_rate", "flagged_rate_without_perfunctory", "per_label": {label: rate}, "per_label_count"}
     dialogues: list[Transcript]
     predictions: Predictions
     flagged: np.ndarray  # (turns, labels) bool
+
+    def audit_rows(self, context_turns: int = 2) -> list[dict]:
+        """Every flagged turn with what a person needs to judge it, and an empty verdict to fill in
+        (true / false / borderline): the audit that tells real violations from false alarms."""
+        rows = []
+        for row in np.flatnonzero(self.flagged.any(axis=1)):
+            feature = self.predictions.features[row]
+            dialogue = self.dialogues[feature.dialogue]
+            context = dialogue.turns[max(0, feature.turn - context_turns) : feature.turn]
+            labels = {label: round(float(self.predictions.probs[row, k]), 3) for k, label in enumerate(LABEL_IDS) if self.flagged[row, k]}
+            rows.append({
+                "dialogue": dialogue.id,
+                "turn": feature.turn,
+                "context": [{"role": t.role, "text": t.text} for t in context],
+                "text": dialogue.turns[feature.turn].text,
+                "labels": labels,
+                "verdict": None,
+            })
+        return rows
 
 
 def evaluate_unlabeled(scorer: Scorer, files: Sequence[Path]) -> FalseAlarms:
@@ -91,11 +110,14 @@ def evaluate_unlabeled(scorer: Scorer, files: Sequence[Path]) -> FalseAlarms:
     predictions = scorer.predict(dialogues)
     flagged = predictions.probs >= scorer.thresholds
     turns = len(predictions.features)
+    serious = [k for k, label in enumerate(LABEL_IDS) if label != "perfunctory"]  # 敷衍 is low severity and the commonest
     metrics = {
         "turns": turns,
         "dialogues": len(dialogues),
         "flagged_rate": float(flagged.any(axis=1).mean()) if turns else 0.0,
+        "flagged_rate_without_perfunctory": float(flagged[:, serious].any(axis=1).mean()) if turns else 0.0,
         "per_label": {label: float(flagged[:, k].mean()) if turns else 0.0 for k, label in enumerate(LABEL_IDS)},
+        "per_label_count": {label: int(flagged[:, k].sum()) for k, label in enumerate(LABEL_IDS)},
     }
     return FalseAlarms(metrics, dialogues, predictions, flagged)
 

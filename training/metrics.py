@@ -11,6 +11,7 @@ from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     f1_score,
+    fbeta_score,
     precision_recall_fscore_support,
     precision_score,
     roc_auc_score,
@@ -57,13 +58,14 @@ def tone_metrics(true_unit: np.ndarray, pred_unit: np.ndarray) -> dict:
     return {"mae": mae, "spearman": None if np.isnan(rho) else float(rho), "count": int(known.sum())}
 
 
-def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, default: float = 0.5) -> dict[str, float]:
-    """Per label, the grid threshold with the best F1 on these turns; labels without positives keep `default`."""
+def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, default: float = 0.5, beta: float = 1.0) -> dict[str, float]:
+    """Per label, the grid threshold with the best F-beta on these turns (F1 by default; beta < 1 weighs
+    precision more); labels without positives keep `default`."""
     tuned = {}
     for k, label in enumerate(LABEL_IDS):
         if y_true[:, k].sum() == 0:
             continue
-        scores = np.array([f1_score(y_true[:, k], probs[:, k] >= t, zero_division=0) for t in THRESHOLD_GRID])
+        scores = np.array([fbeta_score(y_true[:, k], probs[:, k] >= t, beta=beta, zero_division=0) for t in THRESHOLD_GRID])
         # Ties are common on small validation sets (every threshold between the classes is perfect);
         # the middle of the best plateau leaves the most margin on both sides, as in max-margin.
         best = np.flatnonzero(scores == scores.max())
@@ -124,6 +126,58 @@ def fit_thresholds(
         reaching = [t for t in THRESHOLD_GRID if precision_score(y_true[:, k], probs[:, k] >= t, zero_division=0) >= target_precision]
         fitted[label] = float(min(reaching)) if reaching else float(THRESHOLD_GRID[-1])
     return fitted
+
+
+def _cap_rate(probs: np.ndarray, threshold: float, share: float) -> float:
+    """The lowest threshold at or above `threshold` that flags at most `share` of these probabilities."""
+    ranked = np.sort(probs)[::-1]
+    allowed = int(np.floor(share * len(ranked) + 1e-9))
+    if allowed >= len(ranked):
+        return threshold
+    return float(max(threshold, np.nextafter(ranked[allowed], np.float32(1))))  # just above the first turn over the cap
+
+
+def thresholds_for_alert_rate(probs: np.ndarray, current: np.ndarray, rate: float) -> np.ndarray:
+    """Per-label thresholds, none lowered, under which at most `rate` of these turns get any label.
+
+    Every label is capped at the same share s of the turns, the largest s whose any-label rate stays
+    within `rate`; labels already under the cap keep their thresholds. The turns are a shop's own
+    chats, mostly clean, so the rate is the number of alerts a QA team will get to read.
+    """
+    def capped(share: float) -> np.ndarray:
+        return np.array([_cap_rate(probs[:, k], current[k], share) for k in range(probs.shape[1])])
+
+    low, high = 0.0, rate
+    for _ in range(40):  # bisection: the any-label rate grows with s
+        middle = (low + high) / 2
+        low, high = (middle, high) if (probs >= capped(middle)).any(axis=1).mean() <= rate else (low, middle)
+    return np.minimum(capped(low), np.float32(1) - np.finfo(np.float32).eps)
+
+
+def thresholds_for_precision(
+    shop_probs: np.ndarray, gold: np.ndarray, probs: np.ndarray, current: np.ndarray, target: float, prevalence: float
+) -> np.ndarray:
+    """Per label, the lowest threshold (not below the current one) whose estimated precision on the shop's
+    own chats reaches `target`.
+
+    Precision there is true alerts over all alerts. All alerts are counted on the shop's unlabeled chats
+    (alert rate a(t)); true ones are estimated as prevalence × recall(t), the recall measured on labeled
+    turns (`gold`, `probs`) and the prevalence being how often a turn of this shop really violates the
+    label (an audit's estimate). Estimated precision = prevalence × recall(t) / a(t).
+    """
+    fitted = current.astype(float).copy()
+    for k in range(shop_probs.shape[1]):
+        positives = probs[gold[:, k] == 1, k]
+        candidates = np.unique(np.concatenate([[current[k]], shop_probs[shop_probs[:, k] > current[k], k]]))
+        for threshold in candidates:  # ascending: the first that reaches the target is the lowest
+            alerts = (shop_probs[:, k] >= threshold).mean()
+            recall = (positives >= threshold).mean() if len(positives) else 1.0
+            if alerts == 0 or prevalence * recall / alerts >= target:
+                fitted[k] = threshold
+                break
+        else:
+            fitted[k] = _cap_rate(shop_probs[:, k], current[k], 0.0)  # no threshold reaches it: nothing is flagged
+    return np.minimum(fitted, np.float32(1) - np.finfo(np.float32).eps)
 
 
 def fit_scaling(y_true: np.ndarray, logits: np.ndarray, bias: bool = True) -> tuple[dict[str, float], dict[str, float]]:

@@ -218,7 +218,8 @@ def write_false_alarm_report(alarms: FalseAlarms, out: Path, title: str, per_lab
         )
     body = (
         f"<p>{alarms.metrics['turns']} agent turns in {alarms.metrics['dialogues']} real dialogues, assumed mostly clean; "
-        f"{100 * alarms.metrics['flagged_rate']:.2f}% have at least one label over threshold. Each flagged turn is listed "
+        f"{100 * alarms.metrics['flagged_rate']:.2f}% have at least one label over threshold, "
+        f"{100 * alarms.metrics['flagged_rate_without_perfunctory']:.2f}% one other than perfunctory 敷衍. The most confident flagged turns are listed "
         "for a person to audit: some are real violations, the rest are false alarms.</p>"
         + _img(figure) + "".join(sections)
     )

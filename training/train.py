@@ -194,7 +194,7 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
     probs, tone, labels, gold_tone = _split_predictions(trainer.predict(valid_set))
     resolved = config.model_copy(deep=True)
     if config.thresholds.tune_on_validation:
-        resolved.thresholds.per_label = tune_thresholds(labels, probs, config.thresholds.default)
+        resolved.thresholds.per_label = tune_thresholds(labels, probs, config.thresholds.default, config.thresholds.tune_beta)
     tuned = np.array([resolved.thresholds.for_label(label) for label in LABEL_IDS])
     model_dir = output_dir / "model"
     if trainer.is_world_process_zero():

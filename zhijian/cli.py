@@ -105,6 +105,7 @@ def evaluate(
     report: Annotated[Optional[Path], typer.Option(help="Write report.html, metrics.json and PNG figures here.")] = None,
     baseline: Annotated[Optional[Path], typer.Option(help="Keyword baseline config (default: configs/baseline/keywords.yaml).")] = None,
     stc3: Annotated[Optional[Path], typer.Option(help="STC-3 train_data_cn.json: NMD and RSNOD of the quality head on the fixed benchmark test split.")] = None,
+    audit: Annotated[Optional[Path], typer.Option(help="With --unlabeled: write every flagged turn here (JSON Lines, context and probabilities) with a `verdict` to fill in.")] = None,
     ngram: Annotated[bool, typer.Option(help="Also train and score the character n-gram baseline on the model's data.train/data.valid (about 15 s).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -117,6 +118,8 @@ def evaluate(
 
     if sum(map(bool, (data, unlabeled, stc3))) != 1:
         _fail("give one of --data (labeled transcripts), --unlabeled (real dialogues) or --stc3 (rated dialogues)")
+    if audit and not unlabeled:
+        _fail("--audit lists the turns flagged in --unlabeled chats: give --unlabeled")
     scorer = _load_scorer(model)
     if stc3:
         if not scorer.has_quality:
@@ -134,6 +137,10 @@ def evaluate(
 
                 path = write_false_alarm_report(alarms, report, f"False alarms of {model} on {', '.join(map(str, unlabeled))}")
                 errors.print(f"report: {path}")
+            if audit:
+                rows = alarms.audit_rows()
+                audit.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+                errors.print(f"audit: {len(rows)} flagged turns in {audit}; mark each `verdict` true, false or borderline")
             _print_false_alarms(alarms.metrics, as_json)
             return
         keywords = KeywordBaseline.load(baseline) if baseline else KeywordBaseline.load()
@@ -143,7 +150,7 @@ def evaluate(
             if missing:
                 errors.print(f"n-gram baseline skipped: the model's data.train is not here ({', '.join(missing)}); --no-ngram silences this")
             else:
-                bar = NgramBaseline.from_config(scorer.config.data, scorer.config.training.seed)
+                bar = NgramBaseline.from_config(scorer.config)
         evaluation = run_evaluation(scorer, data, keywords, bar)
     except (TranscriptError, ValueError) as error:
         _fail(str(error))
@@ -206,20 +213,36 @@ def _print_false_alarms(metrics: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(metrics, ensure_ascii=False))
         return
-    console.print(f"{metrics['turns']} real agent turns: {metrics['flagged_rate']:.2%} flagged with at least one label")
+    console.print(
+        f"{metrics['turns']} real agent turns: {metrics['flagged_rate']:.2%} flagged with at least one label, "
+        f"{metrics['flagged_rate_without_perfunctory']:.2%} with one other than perfunctory 敷衍"
+    )
     for label, rate in metrics["per_label"].items():
-        console.print(f"  {label:<20} {LABEL_BY_ID[label].zh:<8} {rate:.2%}", highlight=False)
+        console.print(f"  {label:<20} {LABEL_BY_ID[label].zh:<8} {rate:>7.2%}  ({metrics['per_label_count'][label]} turns)", highlight=False)
 
 
 @app.command()
 def calibrate(
-    data: Annotated[list[Path], typer.Option("--data", "-d", help="Labeled validation transcripts (never the evaluation set).")],
+    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Labeled validation transcripts (never the evaluation set).")] = None,
     model: ModelOption = DEFAULT_MODEL,
-    mode: Annotated[str, typer.Option(help="Thresholds: 'f1' (max F1) or 'precision' (lowest reaching --target-precision).")] = "f1",
-    target_precision: Annotated[float, typer.Option(help="With --mode precision.")] = 0.8,
+    mode: Annotated[str, typer.Option(help="With --data: 'f1' (max F1) or 'precision' (lowest reaching --target-precision).")] = "f1",
+    target_precision: Annotated[float, typer.Option(help="With --mode precision, or with --unlabeled and --prevalence.")] = 0.8,
     scaling: Annotated[str, typer.Option(help="Probability scaling per label: 'platt' (temperature and bias), 'temperature', or 'none'.")] = "platt",
+    unlabeled: Annotated[
+        Optional[list[Path]], typer.Option(help="Your shop's own chats, unlabeled (.jsonl, .csv): raise thresholds for --alert-rate or --target-precision.")
+    ] = None,
+    alert_rate: Annotated[Optional[float], typer.Option(help="With --unlabeled: at most this share of your agent turns flagged (e.g. 0.005).")] = None,
+    prevalence: Annotated[
+        Optional[float], typer.Option(help="With --unlabeled: how often a turn of yours truly carries a given label (an audit's estimate, e.g. 0.001).")
+    ] = None,
 ) -> None:
-    """Fit per-label thresholds (and temperatures) on validation data; write them into the model folder."""
+    """Fit per-label thresholds (and temperatures) on labeled validation data; or, with --unlabeled, raise them
+    to your shop's traffic: a target alert rate, or a target precision estimated from your chats. Written into the model folder."""
+    if unlabeled:
+        _calibrate_to_shop(model, unlabeled, alert_rate, target_precision, prevalence, data)
+        return
+    if not data:
+        _fail("give --data (labeled validation transcripts), or --unlabeled with --alert-rate or --prevalence")
     from training.data import gold_arrays
     from training.metrics import expected_calibration_error, fit_scaling, fit_thresholds, label_metrics
     from zhijian.scorer import Scorer
@@ -252,6 +275,54 @@ def calibrate(
         f"{int(labeled.sum())} turns: ECE {expected_calibration_error(gold, before):.4f} -> {expected_calibration_error(gold, after):.4f}; "
         f"macro F1 at 0.5 {label_metrics(gold, after >= 0.5)['macro_f1']:.3f}, at fitted thresholds {label_metrics(gold, after >= fitted)['macro_f1']:.3f}"
     )
+    console.print(f"written to {Path(model) / 'zhijian.yaml'}")
+
+
+def _calibrate_to_shop(
+    model: Path, unlabeled: list[Path], alert_rate: float | None, target_precision: float, prevalence: float | None, data: list[Path] | None
+) -> None:
+    """Thresholds raised (never lowered) to the shop's own chats; the alert rates before and after are printed per label."""
+    from training.data import gold_arrays
+    from training.metrics import thresholds_for_alert_rate, thresholds_for_precision
+    from zhijian.taxonomy import LABEL_IDS
+    from zhijian.transcripts import TranscriptError, read_real_dialogues, read_transcripts
+
+    if (alert_rate is None) == (prevalence is None):
+        _fail("with --unlabeled give one of --alert-rate (share of turns flagged) or --prevalence (for --target-precision)")
+    for name, value in (("--alert-rate", alert_rate), ("--prevalence", prevalence), ("--target-precision", target_precision)):
+        if value is not None and not 0 < value < 1:
+            _fail(f"{name} must be between 0 and 1 (exclusive), not {value}")
+    scorer = _load_scorer(model)
+    try:
+        shop = scorer.predict(read_real_dialogues(unlabeled)).probs
+        if prevalence is not None:
+            labeled_files = data or [p for p in scorer.config.data.valid if Path(p).is_file()]
+            if not labeled_files:
+                _fail("--target-precision needs recall measured on labeled turns: give --data (the model's data.valid is not here)")
+            dialogues = read_transcripts(labeled_files)
+    except TranscriptError as error:
+        _fail(str(error))
+    if not len(shop):
+        _fail(f"{', '.join(map(str, unlabeled))}: no agent turns")
+    current = scorer.thresholds
+    if alert_rate is not None:
+        fitted = thresholds_for_alert_rate(shop, current, alert_rate)
+        goal = f"at most {alert_rate:.2%} of your turns flagged"
+    else:
+        predictions = scorer.predict(dialogues)
+        gold, _, labeled = gold_arrays(dialogues, predictions.features)
+        fitted = thresholds_for_precision(shop, gold[labeled], predictions.probs[labeled], current, target_precision, prevalence)
+        goal = f"estimated precision {target_precision:.0%} at a prevalence of {prevalence:.2%} per label"
+    config = scorer.config.model_copy(deep=True)
+    config.thresholds.per_label = {label: float(fitted[k]) for k, label in enumerate(LABEL_IDS)}
+    config.save(model)
+    console.print(f"{len(shop)} agent turns of your chats, {goal}: flagged {(shop >= current).any(axis=1).mean():.2%} -> {(shop >= fitted).any(axis=1).mean():.2%}")
+    for k, label in enumerate(LABEL_IDS):
+        console.print(
+            f"  {label:<20} {LABEL_BY_ID[label].zh:<8} threshold {current[k]:.3f} -> {fitted[k]:.4f}   "
+            f"flagged {(shop[:, k] >= current[k]).mean():.2%} -> {(shop[:, k] >= fitted[k]).mean():.2%}",
+            highlight=False,
+        )
     console.print(f"written to {Path(model) / 'zhijian.yaml'}")
 
 
