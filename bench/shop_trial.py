@@ -4,7 +4,7 @@ The recipe a shop follows (README, "Tune to your shop"), run end to end:
 1. its chats are split by dialogue: one half joins training as clean turns (`data.real_negatives`), the other
    half sets thresholds (`zhijian calibrate --unlabeled ... --alert-rate`), so the alert rate is measured on
    chats the model did not train on;
-2. the quickstart recipe is trained with the first half (runs/shop-trial/model, about 8 minutes; kept when there);
+2. the quickstart recipe is trained with the first half (runs/shop-trial/model, about 8 minutes; `--reuse` keeps one already there);
 3. the alert rates on the traffic (CSDS test) are written to bench/results/shop_trial.json for four models:
    quickstart as shipped, quickstart calibrated, shop-trained, shop-trained and calibrated; beside them dev macro-F1.
 
@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--base", type=Path, default=ROOT / "runs" / "quickstart" / "model", help="the model as shipped (make quickstart)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "quickstart.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "shop_trial.json")
+    parser.add_argument("--reuse", action="store_true", help="keep runs/shop-trial/model when it is there instead of training it again")
     args = parser.parse_args()
     missing = [str(p) for p in (*CSDS.values(), args.base) if not p.exists()]
     if missing:
@@ -84,7 +85,7 @@ def main() -> None:
     train_half, calibration_half = split_shop_chats()
     shop_model = RUN / "model"
     started = time.monotonic()
-    if not (shop_model / "zhijian.yaml").is_file():
+    if not (args.reuse and (shop_model / "zhijian.yaml").is_file()):
         run([*ZHIJIAN, "train", "-c", str(args.config), "--set", f"data.real_negatives=[{train_half}]",
              "--set", "data.real_negatives_limit=100000", "--set", f"training.output_dir={RUN}"])
     train_seconds = round(time.monotonic() - started, 1)

@@ -104,6 +104,38 @@ def test_no_turn_of_eight_characters_may_copy_a_real_chat(tmp_path):
     assert not (tmp_path / "out" / "train.jsonl").exists()
 
 
+def test_without_the_real_chats_the_build_runs_and_says_the_guard_did_not(tmp_path):
+    from typer.testing import CliRunner
+
+    from zhijian.cli import app
+
+    result = CliRunner().invoke(app, ["data", "build", "--out", str(tmp_path / "out"), "--scale", "0.02",
+                                      "--real-chats", str(tmp_path / "absent"), "--held-out", str(tmp_path / "absent.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert "did not run" in result.stderr
+    assert json.loads((tmp_path / "out/stats.json").read_text())["real_chat_guard"] is None
+
+
+def test_check_leaks_lists_each_near_copy_of_a_real_turn(tmp_path):
+    from typer.testing import CliRunner
+
+    from zhijian.cli import app
+
+    real = _real_chats(tmp_path / "shared_data", ["请问您是咨询之前的问题还是有其他的问题需要处理呢?"])
+    bank = tmp_path / "bank.yaml"
+    bank.write_text(
+        "part: t\nexchanges:\n  - phase: shipping\n    turns:\n      - {role: customer, text: 在吗}\n"
+        "      - {role: agent, text: 请问您是咨询之前的问题还是有其他问题需要处理呢, tone: 4}\n"
+        "      - {role: agent, text: 亲 物流显示明天派送哦, tone: 5}\n",
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    found = runner.invoke(app, ["data", "check-leaks", str(bank), "--real-chats", str(real)])
+    assert found.exit_code == 1 and "请问您是咨询之前的问题还是有其他问题需要处理呢" in found.stdout and "物流显示" not in found.stdout
+    missing = runner.invoke(app, ["data", "check-leaks", str(bank), "--real-chats", str(tmp_path / "absent")])
+    assert missing.exit_code == 2 and "absent" in missing.stderr
+
+
 def test_styling_that_lands_on_a_real_turn_is_taken_back():
     guard = LeakageGuard(["thank you亲!", "请问还有什么需要帮助的吗"], min_chars=8)
     styled = {"role": "agent", "text": "thank you亲", PLAIN: "谢谢亲,祝您生活愉快"}
@@ -168,6 +200,29 @@ def test_training_mixes_the_corpus_with_the_users_own_data(tmp_path, tiny_data):
     train(config)
     summary = json.loads((tmp_path / "run/train_summary.json").read_text())
     assert summary["train_turns"] == stats["train"]["agent_turns"] + user_turns
+
+
+def test_a_shops_own_unlabeled_chats_join_training_as_clean_turns_up_to_the_limit(tmp_path, tiny_data):
+    from training.train import train
+    from zhijian.config import load_config
+
+    shop = tmp_path / "shop.jsonl"  # a shop's export: its own roles and fields, no labels
+    chats = [
+        {"id": f"s{i}", "shop": "x", "turns": [
+            {"role": "customer", "text": "到哪了"}, {"role": "agent", "text": "亲 这边帮您查询一下哈"},
+            {"role": "agent", "text": f"订单{i}已经到站点了 今天派送哦"}, {"role": "robot", "text": "请评价"}]}
+        for i in range(30)
+    ]
+    shop.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in chats), encoding="utf-8")
+    user_turns = sum(1 for line in tiny_data["train"].read_text().splitlines() for t in json.loads(line)["turns"] if t["role"] == "agent")
+    config = load_config(overrides=TINY_OVERRIDES + [
+        f"data.train=[{tiny_data['train']}]", f"data.valid=[{tiny_data['valid']}]",
+        f"data.real_negatives=[{shop}]", "data.real_negatives_limit=40",
+        f"training.output_dir={tmp_path / 'run'}", "training.max_steps=2",
+    ])
+    train(config)
+    summary = json.loads((tmp_path / "run/train_summary.json").read_text())
+    assert summary["train_turns"] == user_turns + 40  # 20 whole dialogues of 2 agent turns each: the limit, not all 60
 
 
 @pytest.mark.skipif(not (SHARED / "data/csds/val_dialogues.jsonl").is_file(), reason="../shared/data/csds is absent")

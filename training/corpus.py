@@ -685,6 +685,29 @@ def variety(texts: list[str], sample: list[str], rng: random.Random) -> dict:
     }
 
 
+def platform_variety(recipe: Recipe, real_guard: LeakageGuard | None) -> dict:
+    """Per author of the platform banks: exchanges, agent turns, and how close their agent texts of 8+ characters
+    come, on average, to the other authors' (independent authors write apart) and to the real chats (style,
+    not copies: the guard caps each at 0.8)."""
+    texts: dict[str, list[str]] = {}
+    for key, exchange in recipe.platform:
+        author = key.split(":")[1]
+        texts.setdefault(author, []).extend(turn.text for turn in exchange.turns if turn.role == "agent")
+    result = {}
+    for author, own in texts.items():
+        longer = [text for text in own if len(_NOT_CONTENT.sub("", text)) >= 8]
+        others = LeakageGuard([text for name, theirs in texts.items() if name != author for text in theirs])
+        mean = lambda guard: round(float(np.mean([score for score, _ in guard.nearest(longer)])), 3) if longer else None  # noqa: E731
+        result[author] = {
+            "exchanges": sum(1 for key, _ in recipe.platform if key.split(":")[1] == author),
+            "agent_turns": len(own),
+            "distinct_agent_texts": len(set(own)),
+            "nearest_other_author_jaccard": mean(others) if others.texts else None,
+            "nearest_real_chat_jaccard": mean(real_guard) if real_guard else None,
+        }
+    return result
+
+
 LONG_REPLY = 100  # characters
 
 
@@ -742,6 +765,7 @@ def build_corpus(
     stats["all"] = corpus_stats(splits["train"] + splits["valid"])
     violating_valid = [t["text"] for d in splits["valid"] for t in d["turns"] if t["role"] == "agent" and t["labels"]]
     stats["variety"] = variety(agent_texts["train"], violating_valid, random.Random(seed))
+    stats["platform_banks"] = platform_variety(recipe, real_guard)
     stats["seed"] = seed
     stats["scale"] = scale
     stats["leakage_guard"] = str(held_out) if dev_guard else None
