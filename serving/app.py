@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import secrets
 import time
 import uuid
@@ -220,13 +221,16 @@ async def read_transcripts_body(request: Request) -> tuple[list[Transcript], boo
     return dialogues, single
 
 
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a client's X-Request-ID is kept only in this form
+
 def require_api_key(request: Request) -> None:
     """With an API key configured, every /v1 route needs ``Authorization: Bearer <key>``."""
     expected = request.app.state.api_key
     if not expected:
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip(), expected):
+    # Bytes, not str: compare_digest refuses non-ASCII str (a 500); any such header is simply a wrong key.
+    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), expected.encode()):
         raise HTTPException(401, "missing or wrong API key (Authorization: Bearer <key>)", headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -314,7 +318,9 @@ def create_app(
     @app.middleware("http")
     async def observe(request: Request, call_next):
         """Request id, timing, metrics and one log line per request (no transcript text unless serving.log_text)."""
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        request_id = request.headers.get("x-request-id", "")
+        if not REQUEST_ID.fullmatch(request_id):  # logged as sent: only short ids of safe characters (no log injection)
+            request_id = uuid.uuid4().hex[:16]
         start = time.perf_counter()
         response = await call_next(request)
         seconds = time.perf_counter() - start

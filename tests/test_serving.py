@@ -75,6 +75,39 @@ def test_api_key_guards_the_v1_routes_but_not_health(tiny_model):
         assert httpx.get(f"{url}/healthz").status_code == 200 and httpx.get(f"{url}/readyz").status_code == 200
 
 
+def test_a_non_ascii_key_is_a_wrong_key_not_a_crash(tiny_model):
+    with live_server(create_app(tiny_model, "cpu", api_key="s3cret")) as url:
+        answer = httpx.post(f"{url}/v1/score", json=BODY, headers={"Authorization": "Bearer 密钥".encode(), "Content-Type": "application/json"})
+        assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+        assert httpx.post(f"{url}/v1/score", json=BODY, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_request_ids_are_echoed_when_safe_and_replaced_when_not(server, caplog):
+    caplog.set_level("INFO", logger="zhijian.serving")
+    kept = httpx.get(f"{server}/healthz", headers={"X-Request-ID": "shop-42.a"})
+    assert kept.headers["x-request-id"] == "shop-42.a"
+    for hostile in ("x" * 65, "ok 200 FAKE /v1/score 0.1 ms", "编号-1".encode(), "a\tb"):  # httpx itself refuses CR/LF
+        answer = httpx.get(f"{server}/healthz", headers={"X-Request-ID": hostile})
+        assert answer.status_code == 200 and answer.headers["x-request-id"] not in (hostile, "编号-1")
+        assert len(answer.headers["x-request-id"]) == 16  # a fresh id of our own
+    fresh = httpx.get(f"{server}/healthz")
+    assert len(fresh.headers["x-request-id"]) == 16
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "shop-42.a" in logged and "FAKE" not in logged
+
+
+def test_transcript_text_stays_out_of_the_log_unless_asked(tiny_model, caplog):
+    caplog.set_level("INFO", logger="zhijian.serving")
+    marker = {"id": "log-1", "turns": [{"role": "customer", "text": "能开发票吗"}, {"role": "agent", "text": "独一无二的回复七七七"}]}
+    with live_server(create_app(tiny_model, "cpu")) as url:
+        assert httpx.post(f"{url}/v1/score", json=marker).status_code == 200
+    assert "独一无二的回复七七七" not in caplog.text and "/v1/score" in caplog.text  # the request was logged, its text was not
+    caplog.clear()
+    with live_server(create_app(tiny_model, "cpu", serving={"log_text": True})) as url:
+        assert httpx.post(f"{url}/v1/score", json=marker).status_code == 200
+    assert "独一无二的回复七七七" in caplog.text
+
+
 def _slow(app, seconds: float, seen: list[int]):
     """Make every model call take `seconds` and record its batch size."""
     inspector = app.state.inspector
