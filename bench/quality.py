@@ -81,6 +81,21 @@ def measure(folder: Path, sets: dict[str, Path], baselines: dict) -> dict:
     return result
 
 
+CHECK_GOLD = ROOT / "data" / "checks" / "dialogues.jsonl"
+
+
+def dialogue_checks() -> dict | None:
+    """The rule checks of the default template against data/checks/dialogues.jsonl's gold: no model involved."""
+    from training.evaluate import check_metrics
+    from zhijian.template import load_template
+    from zhijian.transcripts import read_transcripts
+
+    if not CHECK_GOLD.is_file():
+        return None
+    figures = check_metrics(read_transcripts([CHECK_GOLD]), load_template().checks)
+    return {"file": os.path.relpath(CHECK_GOLD, ROOT), "checks": figures}
+
+
 def table(results: dict) -> str:
     """One Markdown row per model and set: model vs n-gram macro-F1 and exact match."""
     lines = ["| model | set | turns | macro-F1 | n-gram | Δ | exact | n-gram exact | tone ρ | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -113,6 +128,7 @@ def main() -> None:
     skipped = {name: f"{os.path.relpath(SETS[name], ROOT)} is not here" for name in chosen if name not in sets}
     baselines: dict = {}
     results["skipped_sets"] = skipped
+    results["dialogue_checks"] = dialogue_checks()
     measure_models(parser, args, results, lambda folder: measure(folder, sets, baselines), table)
 
 

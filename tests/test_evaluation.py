@@ -245,3 +245,26 @@ def test_evaluate_needs_exactly_one_of_data_or_unlabeled(tiny_model, tiny_data):
     both = runner.invoke(app, ["evaluate", "--model", str(tiny_model), "--data", str(tiny_data["valid"]), "--unlabeled", str(tiny_data["valid"])])
     neither = runner.invoke(app, ["evaluate", "--model", str(tiny_model)])
     assert both.exit_code == neither.exit_code == 2 and "--unlabeled" in both.stderr
+
+
+def test_dialogue_checks_are_measured_against_check_gold(tiny_model, tiny_data, tmp_path):
+    """Per check precision / recall over dialogues whose meta.checks gives a verdict (null: not counted)."""
+    from training.evaluate import evaluate
+
+    def chat(first_agent_text: str, gold: dict) -> dict:
+        turns = [{"role": "customer", "text": "什么时候发货"}, {"role": "agent", "text": first_agent_text}, {"role": "customer", "text": "好的谢谢"}]
+        return {"id": first_agent_text, "turns": turns, "meta": {"checks": gold}}
+
+    gold_file = tmp_path / "checks.jsonl"
+    chats = [
+        chat("发货了", {"no_greeting": True, "slow_first_response": True}),  # rule fails it: a hit; no ts: not checked
+        chat("您好 今天下午发货哦 祝您生活愉快", {"no_greeting": False}),  # rule passes it: a correct pass
+        chat("明天发", {"no_greeting": False, "no_closing": None}),  # the annotator saw courtesy where the rule sees none
+    ]
+    gold_file.write_text("".join(json.dumps(c, ensure_ascii=False) + "\n" for c in chats), encoding="utf-8")
+    scorer = Scorer.load(tiny_model, "cpu")
+    checks = evaluate(scorer, [tiny_data["valid"], gold_file]).metrics["dialogue_checks"]
+    assert checks["no_greeting"] == {"precision": 0.5, "recall": 1.0, "f1": 2 / 3, "support": 1, "dialogues": 3, "not_checked": 0}
+    assert checks["slow_first_response"]["dialogues"] == 0 and checks["slow_first_response"]["not_checked"] == 1
+    assert checks["no_closing"]["dialogues"] == 0  # null gold is no verdict
+    assert evaluate(scorer, [tiny_data["valid"]]).metrics["dialogue_checks"] is None  # no check gold: nothing claimed

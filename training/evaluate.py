@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import precision_recall_fscore_support
 
 from training.baseline import KeywordBaseline, NgramBaseline
 from training.data import gold_arrays
@@ -18,8 +19,10 @@ from training.metrics import (
     probability_metrics,
     tone_metrics,
 )
+from zhijian.checks import FAILED, NOT_CHECKED, run_checks
 from zhijian.scorer import Predictions, Scorer
-from zhijian.taxonomy import LABEL_IDS
+from zhijian.template import CheckSettings, load_template
+from zhijian.taxonomy import CHECK_IDS, LABEL_IDS
 from zhijian.transcripts import Transcript, read_real_dialogues, read_transcripts
 
 
@@ -36,6 +39,37 @@ class Evaluation:
     baselines: dict[str, np.ndarray]  # {"baseline": keyword hits, "ngram_baseline": its probabilities}: (turns, labels)
 
 
+def check_metrics(dialogues: Sequence[Transcript], settings: CheckSettings) -> dict | None:
+    """Per dialogue check, precision / recall / F1 of the rules against the gold in ``meta.checks``
+    ({check id: true when the problem is there, false, or null when it cannot be decided}).
+
+    A dialogue counts for a check when its gold is true or false and the rule could run (a timing check
+    without timestamps is `not_checked`: counted apart). None when no dialogue carries check gold.
+    """
+    golden = [d for d in dialogues if isinstance(d.meta.get("checks"), dict)]
+    if not golden:
+        return None
+    result = {}
+    for check in CHECK_IDS:
+        truth, predicted, not_checked = [], [], 0
+        for dialogue in golden:
+            gold = dialogue.meta["checks"].get(check)
+            if gold is None:
+                continue
+            statuses = {r.status for r in run_checks(dialogue, settings) if r.check == check}
+            if statuses == {NOT_CHECKED}:
+                not_checked += 1
+                continue
+            truth.append(bool(gold))
+            predicted.append(FAILED in statuses)
+        precision, recall, f1, _ = precision_recall_fscore_support(truth, predicted, average="binary", zero_division=0) if truth else (0, 0, 0, 0)
+        result[check] = {
+            "precision": float(precision), "recall": float(recall), "f1": float(f1),
+            "support": int(sum(truth)), "dialogues": len(truth), "not_checked": not_checked,
+        }
+    return result
+
+
 def _summary(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     result = label_metrics(y_true, y_pred)
     result["exact_match"] = exact_match(y_true, y_pred)
@@ -43,16 +77,25 @@ def _summary(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 def evaluate(
-    scorer: Scorer, data_files: Sequence[Path], baseline: KeywordBaseline | None = None, ngram: NgramBaseline | None = None
+    scorer: Scorer,
+    data_files: Sequence[Path],
+    baseline: KeywordBaseline | None = None,
+    ngram: NgramBaseline | None = None,
+    checks: CheckSettings | None = None,
 ) -> Evaluation:
     """Model at its thresholds (and at 0.5), probability quality, tone, and the baselines: keywords
     (`baseline`) and, when given, the n-gram model (`ngram_baseline`), each at its own thresholds and
-    through the same metrics as the model."""
+    through the same metrics as the model; and the dialogue checks (`checks`: the default template's
+    settings unless given) on dialogues with check gold."""
     dialogues = read_transcripts(data_files)
+    check_figures = check_metrics(dialogues, checks or load_template().checks)
     predictions = scorer.predict(dialogues)
     gold, gold_tone, labeled = gold_arrays(dialogues, predictions.features)
     if not labeled.any():
-        raise ValueError(f"{', '.join(map(str, data_files))}: no agent turn has gold `labels` to evaluate against")
+        raise ValueError(
+            f"{', '.join(map(str, data_files))}: no agent turn has gold `labels` to evaluate against "
+            "(a file with dialogue-check gold only, such as data/checks/dialogues.jsonl, goes beside a labeled one)"
+        )
     keep = np.flatnonzero(labeled)
     predictions = Predictions(
         [predictions.features[i] for i in keep], predictions.logits[keep], predictions.probs[keep], predictions.tone[keep]
@@ -73,7 +116,7 @@ def evaluate(
     metrics["tone"] = tone_metrics(gold_tone, predictions.tone)
     metrics["turns"] = len(keep)
     metrics["dialogues"] = len(dialogues)
-    metrics["dialogue_checks"] = None  # the dialogue checks (issue 5) do not exist yet
+    metrics["dialogue_checks"] = check_figures
     return Evaluation(metrics, dialogues, predictions, gold, gold_tone, scorer.thresholds.copy(), scores)
 
 

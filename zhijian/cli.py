@@ -192,6 +192,14 @@ def evaluate(
     tone = result["tone"]
     if tone["mae"] is not None:
         console.print(f"tone MAE {tone['mae']:.2f} points (1–5)   Spearman {tone['spearman'] or float('nan'):.3f}")
+    if result["dialogue_checks"]:
+        checks = Table(title="dialogue checks against the check gold (meta.checks)")
+        for column in ("check", "中文", "precision", "recall", "F1", "support", "dialogues", "not checked"):
+            checks.add_column(column, justify="left" if column in ("check", "中文") else "right")
+        for check, row in result["dialogue_checks"].items():
+            checks.add_row(check, CHECK_BY_ID[check].zh, *(f"{row[k]:.3f}" for k in ("precision", "recall", "f1")),
+                           *(str(row[k]) for k in ("support", "dialogues", "not_checked")))
+        wide.print(checks)
 
 
 def _print_stc3(result: dict, as_json: bool) -> None:
