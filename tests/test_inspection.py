@@ -128,7 +128,7 @@ def test_evidence_spans_are_offsets_into_the_original_text(tiny_model, text):
     assert len(turn.evidence) == 12
     for label, (start, end) in turn.evidence.items():
         assert (start, end) in clause_spans(text)
-        assert text[start:end] and text[start:end] in text and not set(text[start:end]) & set(",。 ，")
+        assert 0 <= start < end <= len(text) and not set(text[start:end]) & set(",。 ，")  # a non-empty clause, no separators
 
 
 def test_candidate_spans_cover_the_text_without_punctuation():
@@ -178,3 +178,11 @@ def test_server_picks_up_a_changed_template_and_keeps_the_last_good_one(tiny_mod
         assert response.status_code == 200 and any(d["label"] == "gift" for d in response.json()["deductions"])
         ready = client.get("/readyz").json()
         assert "not valid YAML" in ready["template_error"] and ready["template"] == "default@1"
+
+
+def test_one_line_python_use_loads_the_folder_and_inspects(tiny_model):
+    from zhijian.transcripts import parse_text
+
+    result = Inspector.load(tiny_model, device="cpu").inspect(parse_text("买家: 能退吗\n客服: 加我微信,给你便宜二十\n"))[0]
+    assert result.versions.model.startswith(f"{tiny_model.name}:") and result.versions.template == "default@1"
+    assert [turn.role for turn in result.turns] == ["customer", "agent"] and 0 <= result.score <= 100
