@@ -149,33 +149,54 @@ SCORE_REQUEST_DOC = {
 }
 
 
-def _check_limits(dialogues: list[Transcript], limits: ServingSection, single: bool) -> None:
-    """Every limit breach, named with the field and the config key (422)."""
+def _check_limits(dialogues: list[Transcript], limits: ServingSection, single: bool, field: str = "body") -> None:
+    """Every limit breach, named with the field and the config key (422): one check for both /v1 routes.
+
+    On /v1/utterances (``field="utterances"``) a dialogue is an utterance's context and then its reply, and
+    turns are named as sent: ``utterances[0].context[2].text``, ``utterances[0].text``.
+    """
     problems = []
     if len(dialogues) > limits.max_dialogues:
-        problems.append(f"body: {len(dialogues)} dialogues, the limit is {limits.max_dialogues} (serving.max_dialogues)")
+        problems.append(f"{field}: {len(dialogues)} dialogues, the limit is {limits.max_dialogues} (serving.max_dialogues)")
     for n, dialogue in enumerate(dialogues):
-        where = "body" if single else f"body[{n}]"
+        where = field if single else f"{field}[{n}]"
         if len(dialogue.turns) > limits.max_turns:
             problems.append(f"{where}.turns: {len(dialogue.turns)} turns, the limit is {limits.max_turns} (serving.max_turns)")
+        last = len(dialogue.turns) - 1
         for t, turn in enumerate(dialogue.turns):
             if len(turn.text) > limits.max_turn_chars:
-                problems.append(
-                    f"{where}.turns[{t}].text: {len(turn.text)} characters, the limit is {limits.max_turn_chars} (serving.max_turn_chars)"
-                )
+                name = f"{where}.turns[{t}]" if field != "utterances" else where if t == last else f"{where}.context[{t}]"
+                problems.append(f"{name}.text: {len(turn.text)} characters, the limit is {limits.max_turn_chars} (serving.max_turn_chars)")
     if problems:
         raise HTTPException(422, problems[:20])
 
 
-async def _read_body(request: Request) -> bytes:
-    limit = request.app.state.limits.max_request_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(413, f"body: {declared} bytes, the limit is {limit} (serving.max_request_bytes)")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise HTTPException(413, f"body: {len(raw)} bytes, the limit is {limit} (serving.max_request_bytes)")
-    return raw
+class BodyLimit:
+    """ASGI middleware: a request body over ``serving.max_request_bytes`` gets a 413, by its Content-Length or,
+    for a chunked body, as soon as the bytes received pass the limit: never more than that is buffered."""
+
+    def __init__(self, app, limits_of):
+        self.app, self.limits_of = app, limits_of
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.limits_of().max_request_bytes
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > limit:
+            response = JSONResponse({"detail": f"body: {int(declared)} bytes, the limit is {limit} (serving.max_request_bytes)"}, 413)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:  # raised inside the route's body read: Starlette answers it as a 413
+                raise HTTPException(413, f"body: more than {limit} bytes, the limit is {limit} (serving.max_request_bytes)")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 async def read_transcripts_body(request: Request) -> tuple[list[Transcript], bool]:
@@ -184,7 +205,7 @@ async def read_transcripts_body(request: Request) -> tuple[list[Transcript], boo
     A plain-text transcript (``text/plain``), or JSON whatever its content type (`curl -d
     @chat.json` sends a form type). Errors name the field: ``body[1]: turns[0].role: ...``.
     """
-    raw = await _read_body(request)
+    raw = await request.body()  # BodyLimit has held it to serving.max_request_bytes
     limits = request.app.state.limits
     if request.headers.get("content-type", "").startswith("text/plain"):
         try:
@@ -314,6 +335,7 @@ def create_app(
     app.state.metrics = Metrics()
     app.state.ready, app.state.not_ready = False, "loading the model"
     app.state.limits = ServingSection()  # until the model folder is read
+    app.add_middleware(BodyLimit, limits_of=lambda: app.state.limits)
 
     @app.middleware("http")
     async def observe(request: Request, call_next):
@@ -386,25 +408,17 @@ def create_app(
     @app.post("/v1/utterances", dependencies=Authorized, responses={503: {"description": "Busy; see Retry-After."}})
     async def utterances(request: Request, body: UtterancesRequest) -> UtterancesResponse:
         """Agent replies with optional context: labels, tone and evidence per reply, while the agent types."""
-        limits = request.app.state.limits
-        problems = [
-            f"utterances[{n}].text: {len(u.text)} characters, the limit is {limits.max_turn_chars} (serving.max_turn_chars)"
-            for n, u in enumerate(body.utterances)
-            if len(u.text) > limits.max_turn_chars
-        ]
-        if len(body.utterances) > limits.max_dialogues:
-            problems.append(f"utterances: {len(body.utterances)}, the limit is {limits.max_dialogues} (serving.max_dialogues)")
-        if problems:
-            raise HTTPException(422, problems)
-        dialogues = []
+        dialogues, problems = [], []
         for n, u in enumerate(body.utterances):
-            turns = [*(turn.model_dump() for turn in u.context[-limits.max_turns + 1 :]), {"role": "agent", "text": u.text}]
+            turns = [*(turn.model_dump() for turn in u.context), {"role": "agent", "text": u.text}]
             try:  # the transcript rules (no blank text, ...) with the utterance's own location
                 dialogues.append(parse_transcript({"id": f"u{n}", "turns": turns}, f"utterances[{n}]"))
             except TranscriptError as error:
                 problems.append(str(error))
         if problems:
             raise HTTPException(422, problems)
+        # The context and the reply are one dialogue's turns: the same limits as /v1/score, named alike.
+        _check_limits(dialogues, request.app.state.limits, single=False, field="utterances")
         results = await _inspect(request, dialogues)
         versions = results[0].versions.model_dump()
         return UtterancesResponse(results=[result.turns[-1] for result in results], versions=versions)

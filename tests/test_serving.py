@@ -67,6 +67,61 @@ def test_utterance_limits_are_named_too(server):
     assert blank.status_code == 422 and "utterances[0]" in str(blank.json()["detail"])
 
 
+def test_utterances_are_held_to_the_same_limits_as_score(server):
+    context = [{"role": "customer", "text": "在吗"}] * 6  # 6 + the reply = 7 turns, the limit is 6: refused, not cut
+    too_long = httpx.post(f"{server}/v1/utterances", json={"utterances": [{"text": "好的", "context": context}]})
+    assert too_long.status_code == 422 and "utterances[0].turns: 7 turns, the limit is 6 (serving.max_turns)" in str(too_long.json())
+    wordy = httpx.post(f"{server}/v1/utterances", json={"utterances": [{"text": "好的", "context": [{"role": "customer", "text": "啊" * 51}]}]})
+    assert wordy.status_code == 422 and "utterances[0].context[0].text: 51 characters, the limit is 50 (serving.max_turn_chars)" in str(wordy.json())
+    big = httpx.post(f"{server}/v1/utterances", json={"utterances": [{"text": "好" * 40}] * 120})
+    assert big.status_code == 413 and "serving.max_request_bytes" in big.text
+    assert httpx.post(f"{server}/v1/utterances", json={"utterances": [{"text": "好的", "context": context[:5]}]}).status_code == 200
+
+
+def test_a_chunked_body_past_the_limit_gets_413_without_being_read_whole(server):
+    sent = []
+
+    def chunks():  # no Content-Length: the server must count as the bytes come
+        for _ in range(1000):
+            sent.append(1)
+            yield b"[" + b" " * 1023
+
+    answer = httpx.post(f"{server}/v1/score", content=chunks(), headers={"content-type": "application/json"})
+    assert answer.status_code == 413 and "serving.max_request_bytes" in answer.text
+    assert httpx.get(f"{server}/healthz").status_code == 200  # and stays up
+
+
+def test_body_limit_stops_reading_a_chunked_body_at_the_limit():
+    """The middleware alone, driven by hand: it must answer 413 after about 4 KB of a 1 MB chunked body."""
+    import asyncio
+
+    from fastapi import FastAPI, Request
+
+    from serving.app import BodyLimit
+    from zhijian.config import ServingSection
+
+    inner = FastAPI()
+
+    @inner.post("/echo")
+    async def echo(request: Request) -> dict:
+        return {"bytes": len(await request.body())}
+
+    app = BodyLimit(inner, lambda: ServingSection(max_request_bytes=4096))
+    reads, sent = [], []
+
+    async def receive():
+        reads.append(1)
+        return {"type": "http.request", "body": b" " * 1024, "more_body": len(reads) < 1024}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/echo", "headers": [(b"transfer-encoding", b"chunked")],
+             "query_string": b"", "root_path": "", "scheme": "http", "server": ("t", 80), "client": ("c", 1), "http_version": "1.1"}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413 and len(reads) == 5  # the fifth kilobyte passed 4096: nothing more was read
+
+
 def test_api_key_guards_the_v1_routes_but_not_health(tiny_model):
     with live_server(create_app(tiny_model, "cpu", api_key="s3cret")) as url:
         assert httpx.post(f"{url}/v1/score", json=BODY).status_code == 401
