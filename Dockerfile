@@ -32,5 +32,8 @@ USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python3", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
-# The model folder is mounted at /model (read-only is fine); serve listens on all interfaces inside the container.
+# The model folder is mounted at /model (read-only is fine); serve listens on all interfaces inside the container,
+# so it needs an API key: docker run -e ZHIJIAN_API_KEY=<secret> ... (clients send Authorization: Bearer <secret>).
+# Without one it refuses to start and says how to set it; behind your own authenticating gateway, append
+# `--set serving.allow_unauthenticated=true` to the command instead.
 CMD ["zhijian", "serve", "--model", "/model", "--host", "0.0.0.0", "--port", "8000"]

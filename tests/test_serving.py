@@ -209,3 +209,23 @@ def test_concurrent_requests_share_model_calls(tiny_model):
             thread.join()
         assert sum(batches) == 6 and len(batches) < 6
         assert "zhijian_batch_dialogues_count" in httpx.get(f"{url}/metrics").text
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_a_key(tiny_model, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from zhijian.cli import app as cli
+
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: started.append(host))
+    monkeypatch.delenv("ZHIJIAN_API_KEY", raising=False)
+    runner = CliRunner()
+    refused = runner.invoke(cli, ["serve", "--model", str(tiny_model), "--host", "0.0.0.0"])
+    assert refused.exit_code == 2 and "ZHIJIAN_API_KEY" in refused.stderr and "allow_unauthenticated" in refused.stderr
+    assert started == []
+    assert runner.invoke(cli, ["serve", "--model", str(tiny_model)]).exit_code == 0  # 127.0.0.1: no key needed
+    opted_in = runner.invoke(cli, ["serve", "--model", str(tiny_model), "--host", "0.0.0.0", "--set", "serving.allow_unauthenticated=true"])
+    monkeypatch.setenv("ZHIJIAN_API_KEY", "s3cret")
+    keyed = runner.invoke(cli, ["serve", "--model", str(tiny_model), "--host", "0.0.0.0"])
+    assert opted_in.exit_code == keyed.exit_code == 0 and started == ["127.0.0.1", "0.0.0.0", "0.0.0.0"]

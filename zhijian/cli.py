@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -20,6 +21,7 @@ console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_MODEL = Path("runs/quickstart/model")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 ModelOption = Annotated[Path, typer.Option("--model", "-m", help="A trained model folder.")]
 
 
@@ -541,8 +543,15 @@ def serve(
         config = load_config(model, set_ or [])  # validates the overrides against the schema
         load_template(template)  # a bad template is an error before the server starts
         _setup_logging()
+        host = host or config.serving.host
+        if host not in LOOPBACK and not os.environ.get(config.serving.api_key_env) and not config.serving.allow_unauthenticated:
+            raise ConfigError(
+                f"listening on {host} with no API key would let anyone who reaches the port use it: set "
+                f"{config.serving.api_key_env}=<a secret key> (clients send Authorization: Bearer <key>), or, behind your own "
+                "gateway, --set serving.allow_unauthenticated=true"
+            )
         app_ = create_app(model, device, template, serving=overrides.get("serving"))
-        uvicorn.run(app_, host=host or config.serving.host, port=port or config.serving.port)
+        uvicorn.run(app_, host=host, port=port or config.serving.port)
     except (ModelFolderError, ConfigError) as error:
         _fail(str(error))
 

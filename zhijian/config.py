@@ -215,6 +215,10 @@ class ServingSection(Section):
         "ZHIJIAN_API_KEY", description="When this environment variable is set, requests need `Authorization: Bearer <its value>`."
     )
     log_text: bool = Field(False, description="Log transcript text with each request (off: ids, sizes and timings only).")
+    allow_unauthenticated: bool = Field(
+        False, description="Serve beyond 127.0.0.1 without an API key. Off: `zhijian serve` refuses to listen on another "
+        "address unless the key's environment variable (api_key_env) is set.",
+    )
 
 
 SCHEMA_VERSION = 1
