@@ -178,6 +178,11 @@ def test_server_picks_up_a_changed_template_and_keeps_the_last_good_one(tiny_mod
         assert response.status_code == 200 and any(d["label"] == "gift" for d in response.json()["deductions"])
         ready = client.get("/readyz").json()
         assert "not valid YAML" in ready["template_error"] and ready["template"] == "default@1"
+        path.write_bytes("rules: []\nname: 店铺".encode("gbk"))  # saved by an editor in GBK: not UTF-8
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 3 * 10**9))
+        response = client.post("/v1/score", json=body)
+        assert response.status_code == 200 and any(d["label"] == "gift" for d in response.json()["deductions"])
+        assert "not UTF-8 text" in client.get("/readyz").json()["template_error"]
 
 
 def test_one_line_python_use_loads_the_folder_and_inspects(tiny_model):
