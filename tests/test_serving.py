@@ -51,6 +51,8 @@ def test_every_route_answers(server):
         ({"json": {"id": "x", "turns": [{"role": "agent", "text": "好" * 51}]}}, 422, "turns[0].text: 51 characters, the limit is 50"),
         ({"json": [{"id": "x", "turns": [{"role": "agent", "text": "好" * 40}]}] * 60}, 413, "the limit is 4096 (serving.max_request_bytes)"),
         ({"content": "客服 没有冒号\n".encode(), "headers": {"content-type": "text/plain"}}, 422, "body:1"),
+        ({"json": {"id": "x", "turns": [1, 2]}}, 422, "turns[0]: Input should be a valid dictionary"),
+        ({"json": {"id": "x", "turns": "hi"}}, 422, "turns: Input should be a valid list"),
     ],
 )
 def test_bad_input_gets_a_4xx_that_names_the_field_and_the_limit(server, request_kwargs, status, message):

@@ -71,3 +71,20 @@ def test_text_format_errors_name_the_line():
         parse_text("你好\n客服: 在", "chat.txt")
     with pytest.raises(TranscriptError, match=r"chat.txt:2: text: the turn has a role but no text"):
         parse_text("买家: 在吗\n客服:  \n", "chat.txt")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("short.csv", "dialogue_id,turn,role,text\nd1,1,agent\n", "short.csv:2: 3 fields, the header has 4 (no text)"),
+        ("list.jsonl", '{"id": "a", "turns": [{"role": "agent", "text": "好"}]}\n[1, 2]\n', "list.jsonl:2: each line must be one JSON object"),
+        ("numbers.jsonl", '{"id": "x", "turns": [1, 2]}\n', "numbers.jsonl:1: turns[0]: Input should be a valid dictionary"),
+        ("string.jsonl", '{"id": "x", "turns": "hi"}\n', "string.jsonl:1: turns: Input should be a valid list"),
+    ],
+)
+def test_malformed_files_give_an_error_located_at_the_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(TranscriptError) as raised:
+        read_transcripts([path])
+    assert message in str(raised.value)

@@ -213,7 +213,10 @@ def _iter_csv(path: Path, on_error: list[ReadProblem] | None) -> Iterator[Transc
         dialogues: dict[str, list[tuple[int, int, dict]]] = {}
         for row in reader:
             line = reader.line_num
+            short = [column for column in reader.fieldnames if row.get(column) is None]  # DictReader pads a short row with None
             try:
+                if short:
+                    raise TranscriptError(source, line, f"{len(reader.fieldnames) - len(short)} fields, the header has {len(reader.fieldnames)} (no {', '.join(short)})")
                 turn = {"role": row["role"].strip(), "text": row["text"]}
                 if row.get("ts") not in (None, ""):
                     turn["ts"] = float(row["ts"])
@@ -223,7 +226,7 @@ def _iter_csv(path: Path, on_error: list[ReadProblem] | None) -> Iterator[Transc
                     turn["labels"] = _csv_labels(row["labels"] or "")
                 order = int(row["turn"])
             except (ValueError, json.JSONDecodeError) as error:
-                problem = TranscriptError(source, line, f"turn/ts/tone/labels: {error}")
+                problem = error if isinstance(error, TranscriptError) else TranscriptError(source, line, f"turn/ts/tone/labels: {error}")
                 if on_error is None:
                     raise problem from None
                 on_error.append(ReadProblem(problem))
