@@ -62,23 +62,32 @@ def test_any_text_parses_or_names_the_line(text):
         assert "chat.txt:" in str(error)
 
 
-HAND_CASES = {
-    "empty.jsonl": b"",
-    "no_turns.jsonl": b'{"id": "a", "turns": []}\n',
-    "unknown_role.jsonl": '{"id": "a", "turns": [{"role": "manager", "text": "你好"}]}\n'.encode(),
-    "time_back.jsonl": b'{"id": "a", "turns": [{"role": "customer", "text": "a", "ts": 9}, {"role": "agent", "text": "b", "ts": 3}]}\n',
-    "bad_utf8.jsonl": b'{"id": "a", "turns": [{"role": "agent", "text": "\xff\xfe"}]}\n',
-    "nul.txt": "客服: 你好\x00世界\n".encode(),
-    "bad_utf8.txt": b"\xe5\xae\xa2\xe6\x9c\x8d: \xff\n",
-    "bad_utf8.csv": b"dialogue_id,turn,role,text\nd,1,agent,\xff\n",
+HAND_CASES = {  # name: (content, the error it must give at its line, or the number of dialogues it must read)
+    "empty.jsonl": (b"", 0),
+    "no_turns.jsonl": (b'{"id": "a", "turns": []}\n', ":1: turns: List should have at least 1 item"),
+    "unknown_role.jsonl": ('{"id": "a", "turns": [{"role": "manager", "text": "你好"}]}\n'.encode(), ":1: turns[0].role: Input should be 'agent' or 'customer'"),
+    "time_back.jsonl": (
+        b'{"id": "a", "turns": [{"role": "customer", "text": "a", "ts": 9}, {"role": "agent", "text": "b", "ts": 3}]}\n',
+        ":1: dialogue: Value error, turns[1].ts goes back in time (3.0 < 9.0)",
+    ),
+    "bad_utf8.jsonl": (b'{"id": "a", "turns": [{"role": "agent", "text": "\xff\xfe"}]}\n', ":1: not UTF-8 text (byte 0xff)"),
+    "nul.txt": ("客服: 你好\x00世界\n".encode(), 1),  # a NUL is a character like any other: kept as sent
+    "bad_utf8.txt": (b"\xe5\xae\xa2\xe6\x9c\x8d: \xff\n", ":1: not UTF-8 text (byte 0xff)"),
+    "bad_utf8.csv": (b"dialogue_id,turn,role,text\nd,1,agent,\xff\n", ":2: not UTF-8 text (byte 0xff)"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(HAND_CASES))
-def test_hand_written_bad_files_are_refused_or_read_cleanly(tmp_path, name):
+def test_hand_written_bad_files_get_their_own_outcome(tmp_path, name):
+    content, expected = HAND_CASES[name]
     path = tmp_path / name
-    path.write_bytes(HAND_CASES[name])
-    read_or_located_error(path)
+    path.write_bytes(content)
+    if isinstance(expected, int):
+        assert len(read_transcripts([path])) == expected
+        return
+    with pytest.raises(TranscriptError) as refused:
+        read_transcripts([path])
+    assert f"{path}{expected}" in str(refused.value)
 
 
 def test_hand_written_odd_but_valid_chats_are_read():
