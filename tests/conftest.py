@@ -30,12 +30,29 @@ EXCHANGES = [
 ]
 
 
-def make_dialogues(copies: int = 4) -> list[dict]:
+# The same labels in other words: the tiny model's validation set (thresholds, early stopping), never trained on.
+VALID_EXCHANGES = [
+    ("能退货吗", "亲,支持七天无理由的哦,订单页点申请售后就行", [], 5),
+    ("再少点呗", "抱歉亲,这已经是最低价了,给您备注个小赠品好吗", [], 5),
+    ("多久发货", "您好,一般两天内发出,以物流信息为准哦", [], 4),
+    ("开票吗", "可以的亲,电子发票收货后会发到您邮箱", [], 5),
+    ("会不会坏", "放心吧,绝对不会坏的,坏了包换运费全包", ["over_promise"], 4),
+    ("后天能到吗", "保证后天一定到", ["over_promise"], 4),
+    ("怎么还没发", "你是不是脑子进水了", ["abuse"], 1),
+    ("好贵啊", "穷就别买,有病吧", ["abuse", "contempt"], 1),
+    ("加个微信呗", "加我微信私聊,便宜给你", ["off_platform"], 4),
+    ("还能便宜吗", "转账到我支付宝,给你优惠", ["off_platform"], 3),
+    ("开发票吗", "活动款不开发票", ["invoice_refusal"], 2),
+    ("我要发票", "开票要另加6个点", ["invoice_refusal"], 3),
+]
+
+
+def make_dialogues(copies: int = 4, exchanges: list[tuple] = EXCHANGES, prefix: str = "tiny") -> list[dict]:
     dialogues = []
     for copy in range(copies):
-        for n, (_, agent, labels, tone) in enumerate(EXCHANGES):
+        for n, (_, agent, labels, tone) in enumerate(exchanges):
             # Each copy pairs the reply with another question, so the reply itself must carry the label.
-            customer = EXCHANGES[(n + 5 * copy) % len(EXCHANGES)][0]
+            customer = exchanges[(n + 5 * copy) % len(exchanges)][0]
             greeting = [
                 {"role": "customer", "text": "在吗", "ts": 0},
                 {"role": "agent", "text": "在的亲,请问有什么可以帮您", "ts": 5, "labels": [], "tone": 5},
@@ -46,7 +63,7 @@ def make_dialogues(copies: int = 4) -> list[dict]:
             ]
             # Half the dialogues open without a greeting, so position says nothing about the label.
             turns = greeting + exchange if copy % 2 == 0 else exchange
-            dialogues.append({"id": f"tiny-{copy}-{n}", "turns": turns})
+            dialogues.append({"id": f"{prefix}-{copy}-{n}", "turns": turns})
     return dialogues
 
 
@@ -80,7 +97,7 @@ def tiny_data(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("tiny-data")
     return {
         "train": write_jsonl(folder / "train.jsonl", make_dialogues(4)),
-        "valid": write_jsonl(folder / "valid.jsonl", make_dialogues(1)),
+        "valid": write_jsonl(folder / "valid.jsonl", make_dialogues(1, VALID_EXCHANGES, "valid")),
     }
 
 

@@ -1,6 +1,7 @@
 """Train a tiny model once, then use it the way a user does: score, evaluate, resume, serve."""
 
 import json
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,6 +15,7 @@ from zhijian.scorer import Scorer
 from zhijian.transcripts import parse_text
 
 runner = CliRunner()
+FIXTURES = Path(__file__).parent / "fixtures"
 CHAT = "买家: 能开发票吗\n客服: 要发票得加6个点\n买家: 好吧 那便宜点\n客服: 亲,七天无理由退换的哦,您在订单页申请就可以啦\n"
 
 
@@ -31,9 +33,12 @@ def test_trained_folder_keeps_tuned_thresholds_and_the_resolved_config(tiny_mode
     assert (tiny_model.parent / "train_summary.json").is_file()
 
 
+UNSEEN = "买家: 能开票吗\n客服: 开票的话另外加6个点税\n买家: 好吧 那便宜点\n客服: 亲,支持七天无理由退换哦,订单页就能申请的\n"  # no reply of the tiny set
+
+
 def test_model_learns_the_difference_between_a_violation_and_a_polite_reply(tiny_model):
     scorer = Scorer.load(tiny_model, "cpu")
-    predictions = scorer.predict(parse_text(CHAT))
+    predictions = scorer.predict(parse_text(UNSEEN))
     k = 6  # invoice_refusal
     assert predictions.probs[0, k] > 0.5 > predictions.probs[1, k]
     assert predictions.tone[1] > predictions.tone[0]  # the polite reply sounds warmer
@@ -75,8 +80,11 @@ def test_evaluate_json_follows_the_output_contract(tiny_model, tiny_data):
     assert set(metrics["labels"]) >= {"over_promise", "abuse", "privacy_leak"}
     assert set(metrics["labels"]["abuse"]) >= {"precision", "recall", "f1", "support"}
     assert metrics["labels"]["abuse"]["support"] == 2
-    assert metrics["macro_f1"] > 0.5 and 0 <= metrics["micro_f1"] <= 1
-    assert metrics["tone"]["mae"] < 1.5 and metrics["tone"]["spearman"] > 0
+    assert 0 <= metrics["micro_f1"] <= 1 and metrics["tone"]["count"] == metrics["turns"]
+    # what it learned, measured on replies it never trained on (tests/fixtures/heldout_tiny.jsonl)
+    heldout = runner.invoke(app, ["evaluate", "--model", str(tiny_model), "--data", str(FIXTURES / "heldout_tiny.jsonl"), "--json", "--no-ngram"])
+    assert heldout.exit_code == 0, heldout.output
+    assert json.loads(heldout.stdout)["macro_f1"] > 0.5
 
 
 def test_missing_model_folder_is_a_clear_error(chat_file, tmp_path):
@@ -107,6 +115,9 @@ def test_resume_continues_from_the_last_complete_checkpoint(tiny_data, tmp_path)
     assert not (checkpoints / f"checkpoint-{steps[-1] + 1}").exists()
     state = json.loads(max(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])).joinpath("trainer_state.json").read_text())
     assert state["epoch"] == 3.0 and (model_dir / "model.safetensors").is_file()
+    # it went on from the saved step and did not redo one: a run that silently started over would show 0 and all steps
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["started_at_step"] == steps[-1] and summary["steps_run"] == summary["global_step"] - steps[-1] > 0
 
 
 def test_server_scores_one_transcript_or_a_list(tiny_model):

@@ -76,8 +76,11 @@ def test_training_killed_with_sigkill_resumes_and_finishes(tiny_data, tmp_path):
         time.sleep(0.2)
     run.send_signal(signal.SIGKILL)  # mid-epoch, perhaps mid-save
     run.wait()
+    saved = max(int(p.parent.name.split("-")[1]) for p in (tmp_path / "checkpoints").glob(f"checkpoint-*/{COMPLETE_MARKER}"))
     assert not (tmp_path / "model").exists()
     resumed = subprocess.run(command + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     model, _, config = load_model_folder(tmp_path / "model")
     assert config.training.epochs == 30 and model is not None
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["started_at_step"] >= saved > 0 and summary["steps_run"] == summary["global_step"] - summary["started_at_step"]

@@ -49,6 +49,21 @@ class MarkCompleteCheckpoints(TrainerCallback):
                 (folder / COMPLETE_MARKER).write_text(str(state.global_step))
 
 
+class CountSteps(TrainerCallback):
+    """The optimizer steps this process ran, and the global step it started from: a resumed run shows it did
+    not redo the checkpoint's steps (`train_summary.json`)."""
+
+    def __init__(self):
+        self.first_step, self.steps = None, 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.first_step is None:
+            self.first_step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+
 def last_complete_checkpoint(folder: Path) -> Path | None:
     """The newest whole checkpoint; incomplete ones (a crash mid-save) are removed."""
     if not folder.is_dir():
@@ -174,6 +189,7 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
     )
+    counter = CountSteps()
     trainer = _Trainer(
         model=model,
         optimizers=(build_optimizer(model, section), None),
@@ -183,7 +199,7 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
         data_collator=Collator(tokenizer.pad_token_id),
         compute_metrics=compute_metrics,
         processing_class=tokenizer,
-        callbacks=[MarkCompleteCheckpoints()]
+        callbacks=[MarkCompleteCheckpoints(), counter]
         + ([EarlyStoppingCallback(section.early_stopping_patience)] if early_stopping else []),
     )
     resume_from = last_complete_checkpoint(checkpoints) if resume else None
@@ -206,6 +222,9 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
             "encoder": source,
             "train_seconds": round(train_seconds, 1),  # the optimizer steps and evaluations, without featurizing
             "train_turns": len(train_set),
+            "started_at_step": counter.first_step,  # 0, or the step of the checkpoint it resumed from
+            "steps_run": counter.steps,
+            "global_step": trainer.state.global_step,
             "valid_turns": len(valid_set),
             "valid_at_0.5": label_metrics(labels, probs >= 0.5),
             "valid_at_tuned": label_metrics(labels, probs >= tuned),
