@@ -135,6 +135,12 @@ def write_report(path: Path, report: dict) -> None:
     os.replace(staging, path)
 
 
+def shown_path(path: Path) -> str:
+    """A path as results files show it: relative to the repository, or just its name when outside (no machine paths)."""
+    path = Path(path).resolve()
+    return os.path.relpath(path, ROOT) if path.is_relative_to(ROOT) else f"<outside the repository>/{path.name}"
+
+
 def model_arguments(parser, default_out: Path) -> None:
     """--model NAME=FOLDER (repeatable), --out, --table: the arguments of the per-model quality benchmarks."""
     parser.add_argument("--model", action="append", default=[], help="NAME=FOLDER (repeatable)")
@@ -165,6 +171,9 @@ def measure_models(parser, args, results: dict, measure, table) -> None:
 def finish(path: Path, report: dict, clock: "RunClock", quick: bool) -> None:
     """The end of every bench script: note how busy the machine was, write the results, print the notes."""
     report["notes"].append(clock.note(quick))
+    report["text"] = text_source()
+    if report["text"] != "corpus":
+        report["notes"].append(f"measured on {report['text']}, not the corpus's length mix: figures are not comparable")
     report["wall_s"] = round(clock.wall_s(), 1)  # bench/table.py adds them up: `make bench` must stay under 15 minutes
     write_report(path, report)
     print("\n".join(report["notes"]))
@@ -199,6 +208,11 @@ def ensure_onnx(folder: Path) -> str | None:
     return (f"exported ONNX fp32 + int8 in {time.perf_counter() - start:.0f} s; int8 vs fp32 on {check['turns']} agent turns "
             f"of {', '.join(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f) for f in files) or 'nothing'}: largest probability change {check['max_prob_diff']}, "
             f"label sets unchanged {check['label_sets_unchanged']}")
+
+
+def text_source() -> str:
+    """What the benchmarks read: the corpus validation turns, or (without a built corpus) a synthetic mix."""
+    return "corpus" if CORPUS.is_file() else f"synthetic text (no {os.path.relpath(CORPUS, ROOT)}: run `zhijian data build`)"
 
 
 def mix_pool(scorer, size: int, seed: int = 0) -> list:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, measure_models, model_arguments  # noqa: E402
+from bench.common import ROOT, measure_models, model_arguments, shown_path  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CSDS = {split: SHARED / "data" / "csds" / f"{split}_dialogues.jsonl" for split in ("val", "test")}
@@ -67,7 +67,7 @@ def measure(folder: Path, sets: dict, baselines: dict) -> dict:
     if key not in baselines:
         baselines[key] = NgramBaseline.from_config(scorer.config)
     systems = {"keyword_baseline": KeywordBaseline.load(), "ngram_baseline": baselines[key]}
-    result = {"folder": os.path.relpath(folder, ROOT), "real_negatives": [str(p) for p in data.real_negatives], "sets": {}}
+    result = {"folder": shown_path(folder), "real_negatives": [str(p) for p in data.real_negatives], "sets": {}}
     for name, dialogues in sets.items():
         predictions = scorer.predict(dialogues)
         turns = len(predictions.features)

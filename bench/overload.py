@@ -24,7 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import rss_mb  # noqa: E402
+from bench.common import rss_mb, shown_path  # noqa: E402
 BODY = {"id": "burst", "turns": [{"role": "customer", "text": "能开发票吗"}, {"role": "agent", "text": "要发票得加6个点"}] * 5}
 
 
@@ -101,7 +101,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    result |= {"seconds": args.seconds, "clients": args.clients, "model": str(args.model)}
+    result |= {"seconds": args.seconds, "clients": args.clients, "model": shown_path(args.model)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

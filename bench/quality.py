@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, measure_models, model_arguments  # noqa: E402
+from bench.common import ROOT, measure_models, model_arguments, shown_path  # noqa: E402
 
 SETS = {
     "dev": ROOT.parent / "shared" / "eval" / "dev.jsonl",
@@ -62,7 +62,7 @@ def measure(folder: Path, sets: dict[str, Path], baselines: dict) -> dict:
     summary_file = folder.parent / "train_summary.json"
     train_summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     result = {
-        "folder": os.path.relpath(folder, ROOT),
+        "folder": shown_path(folder),
         "encoder": train_summary.get("encoder"),
         "train_seconds": train_summary.get("train_seconds"),
         "ngram_train_seconds": round(ngram_seconds, 1),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ROOT, machine, write_report  # noqa: E402
+from bench.common import ROOT, machine, shown_path, write_report  # noqa: E402
 from bench.false_alarms import CSDS, DEV, rates  # noqa: E402
 
 RUN = ROOT / "runs" / "shop-trial"
@@ -64,7 +63,7 @@ def measure(folder: Path) -> dict:
 
     scorer = Scorer.load(folder, "cpu", "torch")
     predictions = scorer.predict(read_real_dialogues([CSDS["test"]]))
-    result = {"folder": os.path.relpath(folder, ROOT), "csds_test": rates(predictions.probs >= scorer.thresholds, len(predictions.features))}
+    result = {"folder": shown_path(folder), "csds_test": rates(predictions.probs >= scorer.thresholds, len(predictions.features))}
     if DEV.is_file():
         metrics = evaluate(scorer, [DEV]).metrics
         result["dev"] = {"macro_f1": round(metrics["macro_f1"], 4), "exact_match": round(metrics["exact_match"], 4)}
