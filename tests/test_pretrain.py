@@ -89,8 +89,9 @@ def test_pretrain_resumes_from_its_last_checkpoint(inputs, tmp_path):
     assert runner.invoke(app, pretrain_command(listed, tmp_path, 2)).exit_code == 0
     result = runner.invoke(app, pretrain_command(listed, tmp_path, 4, "--resume"))
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "pretrain_summary.json").read_text())["steps"] == 4
-    assert (tmp_path / "checkpoints" / "checkpoint-4").is_dir()
+    summary = json.loads((tmp_path / "pretrain_summary.json").read_text())
+    assert summary["steps"] == 4 and (tmp_path / "checkpoints" / "checkpoint-4").is_dir()
+    assert summary["started_at_step"] == 2 and summary["steps_run"] == 2  # went on from step 2: did not redo steps 1-2
 
 
 @pytest.mark.skipif(not STC3_FIXTURE.is_file(), reason="no STC-3 fixture")

@@ -12,6 +12,7 @@ from sklearn.metrics import (
     brier_score_loss,
     f1_score,
     fbeta_score,
+    mean_absolute_error,
     precision_recall_fscore_support,
     precision_score,
     roc_auc_score,
@@ -33,7 +34,7 @@ def label_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     )
     present = [k for k in range(len(LABEL_IDS)) if support[k] > 0]
     return {
-        "macro_f1": float(np.mean(f1[present])) if present else 0.0,
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=present, zero_division=0)) if present else 0.0,
         "micro_f1": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
         "labels": {
             label: {
@@ -53,7 +54,7 @@ def tone_metrics(true_unit: np.ndarray, pred_unit: np.ndarray) -> dict:
     if known.sum() < 2:
         return {"mae": None, "spearman": None, "count": int(known.sum())}
     scale = TONE_MAX - TONE_MIN
-    mae = float(np.mean(np.abs(true_unit[known] - pred_unit[known])) * scale)
+    mae = float(mean_absolute_error(true_unit[known], pred_unit[known]) * scale)
     rho = spearmanr(true_unit[known], pred_unit[known]).statistic
     return {"mae": mae, "spearman": None if np.isnan(rho) else float(rho), "count": int(known.sum())}
 

@@ -29,7 +29,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import MaskedLMOutput
 
-from training.train import MarkCompleteCheckpoints, last_complete_checkpoint
+from training.train import CountSteps, MarkCompleteCheckpoints, last_complete_checkpoint
 from zhijian.config import ZhijianConfig
 from zhijian.featurize import Featurizer
 from zhijian.model import SCRATCH, HubUnreachable, offline_options, resolve_base, save_model_folder, scratch_tokenizer
@@ -167,6 +167,7 @@ def pretrain(config: ZhijianConfig, resume: bool = False) -> Path:
         dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
     )
+    counter = CountSteps()
     trainer = Trainer(
         model=model,
         args=args,
@@ -174,7 +175,7 @@ def pretrain(config: ZhijianConfig, resume: bool = False) -> Path:
         eval_dataset=heldout or None,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.pretrain.mlm_probability),
         processing_class=tokenizer,
-        callbacks=[MarkCompleteCheckpoints()],
+        callbacks=[MarkCompleteCheckpoints(), counter],
     )
     resume_from = last_complete_checkpoint(checkpoints) if resume else None
     if resume and resume_from is None:
@@ -195,6 +196,8 @@ def pretrain(config: ZhijianConfig, resume: bool = False) -> Path:
             "train_inputs": len(train_examples),
             "heldout_inputs": len(heldout),
             "steps": result.global_step,
+            "started_at_step": counter.first_step,  # 0, or the step of the checkpoint it resumed from
+            "steps_run": counter.steps,
             "train_loss": result.training_loss,
             "heldout_loss": heldout_loss,
             "heldout_perplexity": float(torch.exp(torch.tensor(heldout_loss))) if heldout_loss is not None else None,
