@@ -57,9 +57,11 @@ evaluate: install
 shop-trial: install
 	$(PY) bench/shop_trial.py --alert-rate 0.005
 
-# Overload for 20 s against `zhijian serve` (bench/results/overload.json) and the other slow checks.
+# The slow checks (20 s of overload against `zhijian serve` with the tiny test model, in a temporary folder),
+# then the same burst against the quickstart model into bench/results/overload.json (`make quickstart` first).
 reliability: install
 	$(VENV)/bin/pytest -q -m slow
+	$(if $(wildcard runs/quickstart/model),$(PY) bench/overload.py --model runs/quickstart/model,@echo "no runs/quickstart/model: bench/results/overload.json not written")
 
 clean:
 	rm -rf runs .pytest_cache

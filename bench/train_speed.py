@@ -108,7 +108,7 @@ def bench_model(name: str, quick: bool, notes: list[str]) -> dict | None:
         samples, tokens, steps = samples + n, tokens + t, steps + 1
     seconds = time.perf_counter() - started
     row = {
-        "model": name, "config": str(path.relative_to(ROOT)), "encoder": source,
+        "model": name, "config": str(path.relative_to(ROOT)), "encoder": source.replace(str(ROOT.parent), ".."),  # ../shared/..., not this machine's path
         "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
         "batch": section.batch_size, "max_length": config.features.max_length, "precision": precision,
         "warmup_steps": warmup, "steps": steps, "seconds": round(seconds, 1),

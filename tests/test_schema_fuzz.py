@@ -28,4 +28,5 @@ def test_no_generated_request_gets_a_server_error(tiny_model):
                 assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
 
             call()
+        print("schemathesis calls per operation:", calls)  # `pytest -s` shows them (ZHIJIAN_FUZZ_EXAMPLES=400 for the long run)
         assert {"POST /v1/score", "POST /v1/utterances", "GET /v1/model"} <= set(calls)
