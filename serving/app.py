@@ -11,6 +11,7 @@ the model folder's ``serving`` config and the template file.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -331,7 +332,7 @@ def create_app(
         state.ready = False
         await state.batcher.stop()
 
-    app = FastAPI(title="Zhijian 质检", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Zhijian 质检", version=importlib.metadata.version("zhijian"), lifespan=lifespan)  # pyproject.toml's
     app.state.metrics = Metrics()
     app.state.ready, app.state.not_ready = False, "loading the model"
     app.state.limits = ServingSection()  # until the model folder is read

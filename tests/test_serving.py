@@ -231,3 +231,11 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_key(tiny_model, monke
     monkeypatch.setenv("ZHIJIAN_API_KEY", "s3cret")
     keyed = runner.invoke(cli, ["serve", "--model", str(tiny_model), "--host", "0.0.0.0"])
     assert opted_in.exit_code == keyed.exit_code == 0 and started == ["127.0.0.1", "0.0.0.0", "0.0.0.0"]
+
+
+def test_the_api_reports_the_installed_package_version(server):
+    import tomllib
+    from pathlib import Path
+
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert httpx.get(f"{server}/openapi.json").json()["info"]["version"] == declared  # one home: pyproject.toml
