@@ -245,6 +245,7 @@ async def read_transcripts_body(request: Request) -> tuple[list[Transcript], boo
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a client's X-Request-ID is kept only in this form
 
+
 def require_api_key(request: Request) -> None:
     """With an API key configured, every /v1 route needs ``Authorization: Bearer <key>``."""
     expected = request.app.state.api_key

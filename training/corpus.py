@@ -689,17 +689,20 @@ def platform_variety(recipe: Recipe, real_guard: LeakageGuard | None) -> dict:
     """Per author of the platform banks: exchanges, agent turns, and how close their agent texts of 8+ characters
     come, on average, to the other authors' (independent authors write apart) and to the real chats (style,
     not copies: the guard caps each at 0.8)."""
-    texts: dict[str, list[str]] = {}
-    for key, exchange in recipe.platform:
-        author = key.split(":")[1]
-        texts.setdefault(author, []).extend(turn.text for turn in exchange.turns if turn.role == "agent")
+    exchanges: dict[str, list[PlatformExchange]] = {}
+    for key, exchange in recipe.platform:  # key: platform:<author's file>:<index>
+        exchanges.setdefault(key.split(":")[1], []).append(exchange)
+    texts = {author: [t.text for e in theirs for t in e.turns if t.role == "agent"] for author, theirs in exchanges.items()}
     result = {}
     for author, own in texts.items():
         longer = [text for text in own if len(_NOT_CONTENT.sub("", text)) >= 8]
         others = LeakageGuard([text for name, theirs in texts.items() if name != author for text in theirs])
-        mean = lambda guard: round(float(np.mean([score for score, _ in guard.nearest(longer)])), 3) if longer else None  # noqa: E731
+
+        def mean(guard: LeakageGuard) -> float | None:
+            return round(float(np.mean([score for score, _ in guard.nearest(longer)])), 3) if longer else None
+
         result[author] = {
-            "exchanges": sum(1 for key, _ in recipe.platform if key.split(":")[1] == author),
+            "exchanges": len(exchanges[author]),
             "agent_turns": len(own),
             "distinct_agent_texts": len(set(own)),
             "nearest_other_author_jaccard": mean(others) if others.texts else None,

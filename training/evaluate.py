@@ -49,14 +49,20 @@ def check_metrics(dialogues: Sequence[Transcript], settings: CheckSettings) -> d
     golden = [d for d in dialogues if isinstance(d.meta.get("checks"), dict)]
     if not golden:
         return None
+    outcomes = []  # (gold, {check: the statuses its rule gave}), the rules run once per dialogue
+    for dialogue in golden:
+        statuses: dict[str, set[str]] = {}
+        for finding in run_checks(dialogue, settings):
+            statuses.setdefault(finding.check, set()).add(finding.status)
+        outcomes.append((dialogue.meta["checks"], statuses))
     result = {}
     for check in CHECK_IDS:
         truth, predicted, not_checked = [], [], 0
-        for dialogue in golden:
-            gold = dialogue.meta["checks"].get(check)
+        for gold_checks, found in outcomes:
+            gold = gold_checks.get(check)
             if gold is None:
                 continue
-            statuses = {r.status for r in run_checks(dialogue, settings) if r.check == check}
+            statuses = found.get(check, set())
             if statuses == {NOT_CHECKED}:
                 not_checked += 1
                 continue

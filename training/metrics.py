@@ -129,9 +129,9 @@ def fit_thresholds(
     return fitted
 
 
-def _cap_rate(probs: np.ndarray, threshold: float, share: float) -> float:
-    """The lowest threshold at or above `threshold` that flags at most `share` of these probabilities."""
-    ranked = np.sort(probs)[::-1]
+def _cap_rate(ranked: np.ndarray, threshold: float, share: float) -> float:
+    """The lowest threshold at or above `threshold` that flags at most `share` of these probabilities
+    (`ranked`: sorted, highest first)."""
     allowed = int(np.floor(share * len(ranked) + 1e-9))
     if allowed >= len(ranked):
         return threshold
@@ -145,8 +145,10 @@ def thresholds_for_alert_rate(probs: np.ndarray, current: np.ndarray, rate: floa
     within `rate`; labels already under the cap keep their thresholds. The turns are a shop's own
     chats, mostly clean, so the rate is the number of alerts a QA team will get to read.
     """
+    ranked = -np.sort(-probs, axis=0)  # each label's probabilities, highest first: sorted once for the bisection
+
     def capped(share: float) -> np.ndarray:
-        return np.array([_cap_rate(probs[:, k], current[k], share) for k in range(probs.shape[1])])
+        return np.array([_cap_rate(ranked[:, k], current[k], share) for k in range(probs.shape[1])])
 
     low, high = 0.0, rate
     for _ in range(40):  # bisection: the any-label rate grows with s
@@ -166,18 +168,20 @@ def thresholds_for_precision(
     turns (`gold`, `probs`) and the prevalence being how often a turn of this shop really violates the
     label (an audit's estimate). Estimated precision = prevalence × recall(t) / a(t).
     """
+    def share_at_or_above(values: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+        ordered = np.sort(values)
+        return (len(ordered) - np.searchsorted(ordered, thresholds, side="left")) / len(ordered)
+
     fitted = current.astype(float).copy()
     for k in range(shop_probs.shape[1]):
-        positives = probs[gold[:, k] == 1, k]
-        candidates = np.unique(np.concatenate([[current[k]], shop_probs[shop_probs[:, k] > current[k], k]]))
-        for threshold in candidates:  # ascending: the first that reaches the target is the lowest
-            alerts = (shop_probs[:, k] >= threshold).mean()
-            recall = (positives >= threshold).mean() if len(positives) else 1.0
-            if alerts == 0 or prevalence * recall / alerts >= target:
-                fitted[k] = threshold
-                break
-        else:
-            fitted[k] = _cap_rate(shop_probs[:, k], current[k], 0.0)  # no threshold reaches it: nothing is flagged
+        shop, positives = shop_probs[:, k], probs[gold[:, k] == 1, k]
+        candidates = np.unique(np.concatenate([[current[k]], shop[shop > current[k]]]))  # ascending
+        alerts = share_at_or_above(shop, candidates)
+        recall = share_at_or_above(positives, candidates) if len(positives) else np.ones(len(candidates))
+        with np.errstate(divide="ignore"):  # no alert at all reaches any target
+            reached = (alerts == 0) | (prevalence * recall / alerts >= target)
+        # the lowest that reaches the target; none does: above every turn, nothing is flagged
+        fitted[k] = candidates[np.argmax(reached)] if reached.any() else _cap_rate(-np.sort(-shop), current[k], 0.0)
     return np.minimum(fitted, np.float32(1) - np.finfo(np.float32).eps)
 
 
