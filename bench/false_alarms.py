@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, measure_models, model_arguments, shown_path  # noqa: E402
+from bench.table import table as markdown_table  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CSDS = {split: SHARED / "data" / "csds" / f"{split}_dialogues.jsonl" for split in ("val", "test")}
@@ -99,16 +100,17 @@ def _pooled(parts: list[dict]) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = ["| model | set | turns | any label | without 敷衍 | 敷衍 | keywords (without 敷衍) | n-gram (without 敷衍) | dev macro-F1 |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name, result in results.get("models", {}).items():
         for set_name, row in result["sets"].items():
             model = row["model"]
-            lines.append(
-                f"| {name} | {set_name} | {model['turns']} | {model['any_label']:.2%} | {model['without_perfunctory']:.2%} | "
-                f"{model['perfunctory']:.2%} | {row['keyword_baseline']['without_perfunctory']:.2%} | "
-                f"{row['ngram_baseline']['without_perfunctory']:.2%} | {result.get('dev', {}).get('macro_f1', '—')} |"
-            )
-    return "\n".join(lines)
+            rows.append([
+                name, set_name, model["turns"], f"{model['any_label']:.2%}", f"{model['without_perfunctory']:.2%}", f"{model['perfunctory']:.2%}",
+                f"{row['keyword_baseline']['without_perfunctory']:.2%}", f"{row['ngram_baseline']['without_perfunctory']:.2%}",
+                result.get("dev", {}).get("macro_f1", "—"),
+            ])
+    header = ["model", "set", "turns", "any label", "without 敷衍", "敷衍", "keywords (without 敷衍)", "n-gram (without 敷衍)", "dev macro-F1"]
+    return "\n".join(markdown_table(header, rows))
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, measure_models, model_arguments, shown_path  # noqa: E402
+from bench.table import table as markdown_table  # noqa: E402
 
 SETS = {
     "dev": ROOT.parent / "shared" / "eval" / "dev.jsonl",
@@ -98,17 +99,17 @@ def dialogue_checks() -> dict | None:
 
 def table(results: dict) -> str:
     """One Markdown row per model and set: model vs n-gram macro-F1 and exact match."""
-    lines = ["| model | set | turns | macro-F1 | n-gram | Δ | exact | n-gram exact | tone ρ | train s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for name, result in results.get("models", {}).items():
         for set_name, row in result["sets"].items():
             model, bar = row["model"], row["ngram_baseline"]
             rho = model.get("tone_spearman")
-            lines.append(
-                f"| {name} | {set_name} | {row['turns']} | {model['macro_f1']:.3f} | {bar['macro_f1']:.3f} | "
-                f"{model['macro_f1'] - bar['macro_f1']:+.3f} | {model['exact_match']:.3f} | {bar['exact_match']:.3f} | "
-                f"{'—' if rho is None else f'{rho:.3f}'} | {result['train_seconds'] or '—'} |"
-            )
-    return "\n".join(lines)
+            rows.append([
+                name, set_name, row["turns"], f"{model['macro_f1']:.3f}", f"{bar['macro_f1']:.3f}", f"{model['macro_f1'] - bar['macro_f1']:+.3f}",
+                f"{model['exact_match']:.3f}", f"{bar['exact_match']:.3f}", "—" if rho is None else f"{rho:.3f}", result["train_seconds"] or "—",
+            ])
+    header = ["model", "set", "turns", "macro-F1", "n-gram", "Δ", "exact", "n-gram exact", "tone ρ", "train s"]
+    return "\n".join(markdown_table(header, rows))
 
 
 def main() -> None:
