@@ -32,8 +32,19 @@ def test_tuned_threshold_separates_a_low_scoring_label():
     probs[:3, 1] = 0.3  # the model is right but under-confident: 0.5 misses all three
     probs[3:, 1] = 0.1
     tuned = tune_thresholds(y_true, probs)
-    assert 0.1 < tuned["blunt_refusal"] <= 0.3
+    assert tuned["blunt_refusal"] == pytest.approx(0.2)  # halfway between the classes: the most margin
     assert set(tuned) == {"blunt_refusal"} and len(LABEL_IDS) == 12
+
+
+def test_tuned_threshold_takes_the_best_f_beta_over_every_score():
+    y_true = np.zeros((6, 12), dtype=int)
+    probs = np.zeros((6, 12))
+    y_true[:3, 0] = 1
+    probs[:, 0] = [0.9, 0.6, 0.4, 0.5, 0.3, 0.2]  # positives first
+    # F1 by threshold: 0.9 -> 0.5, 0.6 -> 0.8, 0.5 -> 0.667, 0.4 -> 0.857 (P 3/4, R 1), 0.3 -> 0.75
+    assert tune_thresholds(y_true, probs)["over_promise"] == pytest.approx((0.4 + 0.3) / 2)
+    # F0.5 weighs precision: 0.6 (P 1, R 2/3) -> 0.909 beats 0.4 -> 0.789
+    assert tune_thresholds(y_true, probs, beta=0.5)["over_promise"] == pytest.approx((0.6 + 0.5) / 2)
 
 
 # -- thresholds for a shop's own traffic (zhijian calibrate --unlabeled) --------------------------

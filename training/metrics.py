@@ -11,16 +11,14 @@ from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     f1_score,
-    fbeta_score,
     mean_absolute_error,
+    precision_recall_curve,
     precision_recall_fscore_support,
-    precision_score,
     roc_auc_score,
 )
 
 from zhijian.taxonomy import LABEL_IDS, TONE_MAX, TONE_MIN
 
-THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)  # fine at the low end, where calibrated probabilities of rare labels live
 
 
 def label_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -59,18 +57,38 @@ def tone_metrics(true_unit: np.ndarray, pred_unit: np.ndarray) -> dict:
     return {"mae": mae, "spearman": None if np.isnan(rho) else float(rho), "count": int(known.sum())}
 
 
+def _candidates(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every distinct score as a threshold (flag at or above it), ascending, with its precision and recall."""
+    precision, recall, thresholds = precision_recall_curve(truth, scores)
+    return thresholds, precision[:-1], recall[:-1]  # the last point (P = 1, R = 0) has no threshold
+
+
+def _with_margin(scores: np.ndarray, threshold: float) -> float:
+    """Halfway between the chosen score and the next lower one: the same turns are flagged, with the most
+    margin on both sides (max-margin), instead of a threshold sitting on a validation turn's score."""
+    below = scores[scores < threshold]
+    return float((threshold + below.max()) / 2) if len(below) else float(threshold)
+
+
+def _above_all(scores: np.ndarray) -> float:
+    """A threshold that flags none of these scores."""
+    return float(min(np.nextafter(np.float32(scores.max()), np.float32(1)), np.float32(1) - np.finfo(np.float32).eps))
+
+
 def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, default: float = 0.5, beta: float = 1.0) -> dict[str, float]:
-    """Per label, the grid threshold with the best F-beta on these turns (F1 by default; beta < 1 weighs
-    precision more); labels without positives keep `default`."""
+    """Per label, the threshold with the best F-beta on these turns (F1 by default; beta < 1 weighs
+    precision more), over every distinct score (scikit-learn's `precision_recall_curve`); labels
+    without positives keep `default`."""
     tuned = {}
     for k, label in enumerate(LABEL_IDS):
         if y_true[:, k].sum() == 0:
             continue
-        scores = np.array([fbeta_score(y_true[:, k], probs[:, k] >= t, beta=beta, zero_division=0) for t in THRESHOLD_GRID])
-        # Ties are common on small validation sets (every threshold between the classes is perfect);
-        # the middle of the best plateau leaves the most margin on both sides, as in max-margin.
-        best = np.flatnonzero(scores == scores.max())
-        tuned[label] = float(THRESHOLD_GRID[best[len(best) // 2]]) if scores.max() > 0 else default
+        thresholds, precision, recall = _candidates(y_true[:, k], probs[:, k])
+        weighted = beta**2 * precision + recall
+        fbeta = np.divide((1 + beta**2) * precision * recall, weighted, out=np.zeros_like(weighted), where=weighted > 0)
+        # the highest threshold among equal bests: the fewest alerts for the same F-beta
+        best = len(fbeta) - 1 - int(np.argmax(fbeta[::-1]))
+        tuned[label] = _with_margin(probs[:, k], thresholds[best]) if fbeta[best] > 0 else default
     return tuned
 
 
@@ -124,8 +142,9 @@ def fit_thresholds(
     for k, label in enumerate(LABEL_IDS):
         if y_true[:, k].sum() == 0:
             continue
-        reaching = [t for t in THRESHOLD_GRID if precision_score(y_true[:, k], probs[:, k] >= t, zero_division=0) >= target_precision]
-        fitted[label] = float(min(reaching)) if reaching else float(THRESHOLD_GRID[-1])
+        thresholds, precision, _ = _candidates(y_true[:, k], probs[:, k])
+        reaching = np.flatnonzero(precision >= target_precision)
+        fitted[label] = _with_margin(probs[:, k], thresholds[reaching[0]]) if len(reaching) else _above_all(probs[:, k])
     return fitted
 
 
