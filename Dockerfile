@@ -25,6 +25,7 @@ COPY pyproject.toml README.md ./
 COPY zhijian ./zhijian
 COPY training ./training
 COPY serving ./serving
+COPY zhijian_cli.py ./
 COPY configs ./configs
 # Editable, so the package finds configs/ (scoring template, keyword baseline) beside it in /app.
 RUN pip install -e '.[onnx]' && chown -R root:root /app

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,10 +128,9 @@ def write_report(path: Path, report: dict) -> None:
     """Write a results file whole (a reader never sees half of one)."""
     import json
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp")
-    staging.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(staging, path)
+    from zhijian.files import write_atomic
+
+    write_atomic(path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
 
 
 def shown_path(path: Path) -> str:
@@ -245,6 +243,7 @@ def model_folder(name: str) -> Path | None:
         if not (SHARED_BERT_BASE / "config.json").is_file():
             return None
         from zhijian.config import load_config
+        from zhijian.files import replace_folder
         from zhijian.model import build_model, save_model_folder
 
         config = load_config(overrides=[f"model.base={SHARED_BERT_BASE}", "model.random_init=true"])
@@ -252,8 +251,7 @@ def model_folder(name: str) -> Path | None:
         staging = folder.with_name(f"{folder.name}.building")  # a run killed before the thresholds are set leaves no folder
         save_model_folder(model, tokenizer, config, staging)
         _flag_like_a_trained_model(staging)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
+        replace_folder(staging, folder)
     return folder if (folder / "zhijian.yaml").is_file() else None
 
 

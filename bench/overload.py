@@ -85,7 +85,7 @@ def main() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "zhijian.cli", "serve", "--model", str(args.model), "--port", str(port),
+    command = [sys.executable, "-m", "zhijian_cli", "serve", "--model", str(args.model), "--port", str(port),
                "--set", "serving.queue_size=16", "--set", "serving.batch_max_dialogues=8"]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"

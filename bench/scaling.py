@@ -79,7 +79,7 @@ def model_copy(folder: Path, backend: str, into: Path, notes: list[str]) -> Path
 
 def run_score(model: Path, source: Path, output: Path, log: Path) -> tuple[float, float, int]:
     """(wall seconds, peak RSS in MB, exit status) of one `zhijian score --output` run."""
-    command = [sys.executable, "-m", "zhijian.cli", "score", str(source), "--output", str(output), "--model", str(model)]
+    command = [sys.executable, "-m", "zhijian_cli", "score", str(source), "--output", str(output), "--model", str(model)]
     with log.open("a") as sink:
         sink.write(f"$ {' '.join(command)}\n")
         sink.flush()

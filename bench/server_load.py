@@ -100,7 +100,7 @@ async def run_load(url: str, dialogues: list[dict], concurrency: int, seconds: f
 
 
 def serve(folder: Path, backend: str, port: int, log) -> subprocess.Popen:
-    command = [sys.executable, "-m", "zhijian.cli", "serve", "--model", str(folder), "--port", str(port),
+    command = [sys.executable, "-m", "zhijian_cli", "serve", "--model", str(folder), "--port", str(port),
                "--device", "cpu", "--set", f"serving.backend={backend}", "--set", "serving.queue_size=256"]
     return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 

@@ -29,7 +29,7 @@ from bench.common import ROOT, machine, shown_path, write_report  # noqa: E402
 from bench.false_alarms import CSDS, DEV, rates  # noqa: E402
 
 RUN = ROOT / "runs" / "shop-trial"
-ZHIJIAN = [sys.executable, "-m", "zhijian.cli"]
+ZHIJIAN = [sys.executable, "-m", "zhijian_cli"]
 
 
 def split_shop_chats() -> tuple[Path, Path]:

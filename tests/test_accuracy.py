@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from training.baseline import NgramBaseline
 from training.evaluate import evaluate
-from zhijian.cli import app
+from zhijian_cli import app
 from zhijian.config import FeaturesSection
 from zhijian.evidence import locate
 from zhijian.featurize import Featurizer

@@ -107,7 +107,7 @@ def test_no_turn_of_eight_characters_may_copy_a_real_chat(tmp_path):
 def test_without_the_real_chats_the_build_runs_and_says_the_guard_did_not(tmp_path):
     from typer.testing import CliRunner
 
-    from zhijian.cli import app
+    from zhijian_cli import app
 
     result = CliRunner().invoke(app, ["data", "build", "--out", str(tmp_path / "out"), "--scale", "0.02",
                                       "--real-chats", str(tmp_path / "absent"), "--held-out", str(tmp_path / "absent.jsonl")])
@@ -119,7 +119,7 @@ def test_without_the_real_chats_the_build_runs_and_says_the_guard_did_not(tmp_pa
 def test_check_leaks_lists_each_near_copy_of_a_real_turn(tmp_path):
     from typer.testing import CliRunner
 
-    from zhijian.cli import app
+    from zhijian_cli import app
 
     real = _real_chats(tmp_path / "shared_data", ["请问您是咨询之前的问题还是有其他的问题需要处理呢?"])
     bank = tmp_path / "bank.yaml"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from training.baseline import KeywordBaseline
 from training.metrics import exact_match, expected_calibration_error, fit_scaling, fit_thresholds, probability_metrics
-from zhijian.cli import app
+from zhijian_cli import app
 from zhijian.config import load_config
 from zhijian.scorer import Scorer, sigmoid
 from zhijian.taxonomy import LABEL_IDS

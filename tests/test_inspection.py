@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from serving.app import create_app
 from zhijian.checks import find_rule_hits, run_checks
-from zhijian.cli import app
+from zhijian_cli import app
 from zhijian.config import ConfigError
 from zhijian.evidence import clause_spans, window_spans
 from zhijian.inspector import Inspector

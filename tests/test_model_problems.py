@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from conftest import live_server
 from serving.app import create_app
-from zhijian.cli import app
+from zhijian_cli import app
 
 runner = CliRunner()
 

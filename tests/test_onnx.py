@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import SHARED, make_dialogues
-from zhijian.cli import app
+from zhijian_cli import app
 from zhijian.export import CHECK_MAX_TURNS, RECIPE, export_onnx, read_manifest
 from zhijian.model import ModelFolderError
 from zhijian.scorer import Scorer

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from conftest import TINY_OVERRIDES
 from serving.app import create_app
-from zhijian.cli import app
+from zhijian_cli import app
 from zhijian.config import load_config
 from zhijian.scorer import Scorer
 from zhijian.transcripts import parse_text

@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import make_dialogues, write_jsonl
-from zhijian.cli import app
+from zhijian_cli import app
 
 runner = CliRunner()
 STC3_FIXTURE = Path(__file__).parent / "fixtures" / "stc3_tiny.json"

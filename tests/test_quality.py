@@ -9,7 +9,7 @@ import pytest
 from conftest import TINY_OVERRIDES
 from typer.testing import CliRunner
 
-from zhijian.cli import app
+from zhijian_cli import app
 from zhijian.config import load_config
 from zhijian.featurize import Featurizer
 from zhijian.model import scratch_tokenizer

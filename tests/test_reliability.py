@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from conftest import live_server, make_dialogues, write_jsonl
 from serving.app import create_app
-from zhijian.cli import app
+from zhijian_cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -67,7 +67,7 @@ def test_training_killed_with_sigkill_resumes_and_finishes(tiny_data, tmp_path):
         f"data.train=[{tiny_data['train']}]", f"data.valid=[{tiny_data['valid']}]", f"training.output_dir={tmp_path}",
         "training.eval_strategy=steps", "training.eval_steps=5", "training.epochs=30", "training.save_total_limit=3",
     ]
-    command = [sys.executable, "-m", "zhijian.cli", "train", "-c", str(ROOT / "configs" / "quickstart.yaml")]
+    command = [sys.executable, "-m", "zhijian_cli", "train", "-c", str(ROOT / "configs" / "quickstart.yaml")]
     command += [arg for item in overrides for arg in ("--set", item)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     run = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -217,7 +217,7 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_key(tiny_model, monke
     import uvicorn
     from typer.testing import CliRunner
 
-    from zhijian.cli import app as cli
+    from zhijian_cli import app as cli
 
     started = []
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port: started.append(host))

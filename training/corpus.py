@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from scipy import sparse
 
+from zhijian.files import write_atomic
 from zhijian.taxonomy import LABEL_IDS, TONE_MAX, TONE_MIN
 
 Phase = Literal["pre_sale", "payment", "shipping", "after_sales", "review"]
@@ -776,9 +777,6 @@ def build_corpus(
     stats["unstyled_near_copies"] = unstyled  # styled turns that landed on a protected turn and were put back to their plain text
     out.mkdir(parents=True, exist_ok=True)
     for split, dialogues in splits.items():
-        path = out / f"{split}.jsonl"
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dialogues), encoding="utf-8")
-        tmp.replace(path)
-    (out / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2), encoding="utf-8")
+        write_atomic(out / f"{split}.jsonl", "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dialogues))
+    write_atomic(out / "stats.json", json.dumps(stats, ensure_ascii=False, indent=2))
     return stats

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
+from zhijian.files import write_atomic
 from zhijian.taxonomy import LABEL_IDS
 
 CONFIG_FILE = "zhijian.yaml"
@@ -240,11 +241,7 @@ class ZhijianConfig(Section):
 
     def save(self, folder: Path) -> Path:
         """Write ``zhijian.yaml`` into a folder, atomically (a reader sees the old file or the new one)."""
-        path = Path(folder) / CONFIG_FILE
-        staging = path.with_name(f".{CONFIG_FILE}.tmp")
-        staging.write_text(self.to_yaml(), encoding="utf-8")
-        staging.replace(path)
-        return path
+        return write_atomic(Path(folder) / CONFIG_FILE, self.to_yaml())
 
 
 def describe_validation_error(error: ValidationError) -> str:
