@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from zhijian.featurize import AgentTurnFeatures, Featurizer, pad_batch
-from zhijian.model import QUALITY_BINS, QUALITY_SCALES
+from zhijian.stc3 import BINS, QUALITY
 from zhijian.stc3 import Stc3Dialogue, benchmark_split, read_stc3, to_transcript
 from zhijian.taxonomy import LABEL_INDEX, tone_to_unit
 from zhijian.transcripts import Transcript, read_real_dialogues, read_transcripts
@@ -34,7 +34,7 @@ def gold_arrays(dialogues: Sequence[Transcript], features: Sequence[AgentTurnFea
     return labels, tone, labeled
 
 
-NO_QUALITY = np.zeros((len(QUALITY_SCALES), QUALITY_BINS), dtype=np.float32)
+NO_QUALITY = np.zeros((len(QUALITY), len(BINS)), dtype=np.float32)
 
 
 class TurnDataset(torch.utils.data.Dataset):
@@ -74,7 +74,7 @@ class QualityDataset(torch.utils.data.Dataset):
 
     def __init__(self, dialogues: Sequence[Stc3Dialogue], featurizer: Featurizer, repeat: int = 1):
         self.rows = [featurizer.encode_dialogue(to_transcript(d)).as_model_input() for d in dialogues]
-        self.quality = np.stack([[d.quality[scale] for scale in QUALITY_SCALES] for d in dialogues]).astype(np.float32) if dialogues else NO_QUALITY[None]
+        self.quality = np.stack([[d.quality[scale] for scale in QUALITY] for d in dialogues]).astype(np.float32) if dialogues else NO_QUALITY[None]
         self.repeat = repeat
 
     def __len__(self) -> int:

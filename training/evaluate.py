@@ -177,7 +177,7 @@ def evaluate_stc3(scorer: Scorer, path: Path) -> dict:
     The split: dialogues sorted by id, every tenth (positions 0, 10, 20, …) is test; the training
     prior is the mean gold distribution of the rest.
     """
-    from zhijian.model import QUALITY_SCALES
+    from zhijian.stc3 import QUALITY
     from zhijian.stc3 import benchmark_split, dq_scores, gold_distributions, prior_distribution, read_stc3, to_transcript, uniform_distribution
 
     dialogues = read_stc3(path)
@@ -188,7 +188,7 @@ def evaluate_stc3(scorer: Scorer, path: Path) -> dict:
     predicted = scorer.quality([to_transcript(dialogue) for dialogue in test])
     return {
         "dialogues": len(test),
-        "model": dq_scores({scale: predicted[:, k] for k, scale in enumerate(QUALITY_SCALES)}, gold),
+        "model": dq_scores({scale: predicted[:, k] for k, scale in enumerate(QUALITY)}, gold),
         "prior": dq_scores(prior_distribution(train), gold),
         "uniform": dq_scores(uniform_distribution(), gold),
     }

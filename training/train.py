@@ -25,9 +25,9 @@ from training.metrics import label_metrics, tone_metrics, tune_thresholds
 from zhijian.config import ZhijianConfig
 from zhijian.featurize import Featurizer
 from training.embeddings import init_embeddings
-from zhijian.model import QUALITY_SCALES, SCRATCH, build_model, save_model_folder
+from zhijian.model import SCRATCH, build_model, save_model_folder
 from zhijian.scorer import sigmoid
-from zhijian.stc3 import dq_scores, gold_distributions
+from zhijian.stc3 import QUALITY, dq_scores, gold_distributions
 from zhijian.taxonomy import LABEL_IDS
 
 log = logging.getLogger(__name__)
@@ -234,6 +234,6 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
         if with_quality:
             predicted = softmax(trainer.predict(QualityDataset(rated_valid, featurizer)).predictions[2], axis=-1)
             gold = gold_distributions(rated_valid)
-            summary["valid_quality"] = dq_scores({s: predicted[:, k] for k, s in enumerate(QUALITY_SCALES)}, gold)
+            summary["valid_quality"] = dq_scores({s: predicted[:, k] for k, s in enumerate(QUALITY)}, gold)
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     return model_dir

@@ -11,10 +11,9 @@ import numpy as np
 
 from zhijian.checks import FAILED, find_rule_hits, run_checks
 from zhijian.evidence import locate
-from zhijian.model import QUALITY_SCALES
 from zhijian.result import CheckFinding, Deduction, DialogueResult, LabelScore, QualityScore, TurnResult, Versions
 from zhijian.scorer import Predictions, Scorer
-from zhijian.stc3 import BINS
+from zhijian.stc3 import BINS, QUALITY
 from zhijian.taxonomy import AGENT, LABEL_IDS
 from zhijian.template import ScoringTemplate, assess, load_template
 from zhijian.transcripts import Transcript
@@ -99,6 +98,6 @@ class Inspector:
             checks=checks, deductions=deductions, versions=self.versions, meta=dialogue.meta or None,
             quality=None if quality is None else {
                 scale: QualityScore(distribution=[round(float(p), 4) for p in quality[k]], expected=round(float(quality[k] @ QUALITY_RATINGS), 3))
-                for k, scale in enumerate(QUALITY_SCALES)
+                for k, scale in enumerate(QUALITY)
             },
         )

@@ -51,7 +51,6 @@ class ZhijianOutput(ModelOutput):
     quality: torch.Tensor | None = None  # (batch, 3, 5): A/S/E logits over the bins -2..2 (dialogue inputs)
 
 
-QUALITY_SCALES, QUALITY_BINS = QUALITY, len(BINS)  # STC-3: task accomplishment, satisfaction, effectiveness
 
 
 class ZhijianModel(BertPreTrainedModel):
@@ -64,7 +63,7 @@ class ZhijianModel(BertPreTrainedModel):
         self.tone_head = nn.Linear(width, 1)
         # Dialogue quality (A/S/E, 5 bins each), read from a whole-dialogue input; only in models trained with it.
         if getattr(config, "quality_head", False):
-            self.quality_head = nn.Linear(width, len(QUALITY_SCALES) * QUALITY_BINS)
+            self.quality_head = nn.Linear(width, len(QUALITY) * len(BINS))
         if getattr(config, "ngram_buckets", 0):
             # One weight per (hashed n-gram, label); padding (0) adds nothing. Starts at zero, as a logistic
             # regression does, so the encoder and the n-grams start from the same blank slate.
@@ -118,7 +117,7 @@ class ZhijianModel(BertPreTrainedModel):
         tone_pred = torch.sigmoid(self.tone_head(pooled).squeeze(-1))
         quality_logits = None
         if hasattr(self, "quality_head"):
-            quality_logits = self.quality_head(pooled).view(-1, len(QUALITY_SCALES), QUALITY_BINS)
+            quality_logits = self.quality_head(pooled).view(-1, len(QUALITY), len(BINS))
         loss = None
         if labels is not None:
             rows = label_mask.bool() if label_mask is not None else torch.ones(len(labels), dtype=torch.bool, device=labels.device)

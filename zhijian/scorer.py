@@ -12,7 +12,8 @@ import torch
 
 from zhijian.config import ZhijianConfig
 from zhijian.featurize import AgentTurnFeatures, Featurizer, merge_windows, pad_batch
-from zhijian.model import QUALITY_BINS, QUALITY_SCALES, has_quality_head, load_model_folder
+from zhijian.model import has_quality_head, load_model_folder
+from zhijian.stc3 import BINS, QUALITY
 from zhijian.taxonomy import LABEL_IDS
 from zhijian.transcripts import Transcript
 
@@ -115,7 +116,7 @@ class Scorer:
     def quality(self, dialogues: Sequence[Transcript], batch_size: int | None = None) -> np.ndarray:
         """A/S/E distributions over the bins -2..2, (dialogues, 3, 5), each whole dialogue read at once."""
         features = [self.featurizer.encode_dialogue(dialogue) for dialogue in dialogues]
-        result = np.zeros((len(features), len(QUALITY_SCALES), QUALITY_BINS), dtype=np.float32)
+        result = np.zeros((len(features), len(QUALITY), len(BINS)), dtype=np.float32)
         batch_size = batch_size or self.config.serving.batch_size
         order = sorted(range(len(features)), key=lambda i: len(features[i].input_ids))
         for start in range(0, len(order), batch_size):

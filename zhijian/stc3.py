@@ -24,6 +24,9 @@ import numpy as np
 
 from zhijian.transcripts import Transcript
 
+# The dialogue-quality scales, this module being their one home (the model's quality head, the scorer and the
+# inspector size and name theirs from these): STC-3's A (task accomplished), S (customer satisfied), E (effective),
+# each rated on five ordered bins.
 BINS = (-2, -1, 0, 1, 2)
 QUALITY = ("A", "S", "E")
 SENDERS = {"customer": "customer", "helpdesk": "agent"}
