@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from pydantic import ValidationError
 
 from zhijian.cli import DEFAULT_MODEL, ModelOption, fail, setup_logging
-from zhijian.config import ConfigError, load_config, parse_overrides
+from zhijian.config import CONFIG_FILE, ConfigError, ServingSection, ZhijianConfig, describe_validation_error, load_config, parse_overrides
 
 app = typer.Typer()
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def serving_settings(config: ZhijianConfig, model: Path, overrides: Any) -> ServingSection:
+    """The folder's `serving` config with `--set serving.*` applied and validated, without reading the folder again.
+
+    An invalid value is named as `load_config` names it: ``<folder>/zhijian.yaml: serving.port: ...``.
+    """
+    merged = config.serving.model_dump() | overrides if isinstance(overrides, dict) else overrides
+    try:
+        return ZhijianConfig.model_validate({"serving": merged}).serving
+    except ValidationError as error:
+        source = model / CONFIG_FILE if model.is_dir() else model
+        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
+
 
 @app.command()
 def serve(
@@ -31,24 +46,24 @@ def serve(
     from zhijian.template import load_template
 
     try:
-        config = load_config(model)
+        config = load_config(model)  # the one read of the folder's zhijian.yaml
     except ConfigError as error:
         fail(f"{error} (is {model} a model folder made by `zhijian train`?)")
     try:
         overrides = parse_overrides(set_ or [])
         if set(overrides) - {"serving"}:
             raise ConfigError(f"--set: only serving.* keys apply when serving, not {sorted(set(overrides) - {'serving'})}")
-        config = load_config(model, set_ or [])  # validates the overrides against the schema
+        settings = serving_settings(config, model, overrides.get("serving", {}))
         load_template(template)  # a bad template is an error before the server starts
         setup_logging()
-        host = host or config.serving.host
-        if host not in LOOPBACK and not os.environ.get(config.serving.api_key_env) and not config.serving.allow_unauthenticated:
+        host = host or settings.host
+        if host not in LOOPBACK and not os.environ.get(settings.api_key_env) and not settings.allow_unauthenticated:
             raise ConfigError(
                 f"listening on {host} with no API key would let anyone who reaches the port use it: set "
-                f"{config.serving.api_key_env}=<a secret key> (clients send Authorization: Bearer <key>), or, behind your own "
+                f"{settings.api_key_env}=<a secret key> (clients send Authorization: Bearer <key>), or, behind your own "
                 "gateway, --set serving.allow_unauthenticated=true"
             )
         app_ = create_app(model, device, template, serving=overrides.get("serving"))
-        uvicorn.run(app_, host=host, port=port or config.serving.port)
+        uvicorn.run(app_, host=host, port=port or settings.port)
     except (ModelFolderError, ConfigError) as error:
         fail(str(error))

@@ -99,7 +99,7 @@ def test_body_limit_stops_reading_a_chunked_body_at_the_limit():
 
     from fastapi import FastAPI, Request
 
-    from serving.app import BodyLimit
+    from serving.middleware import BodyLimit
     from zhijian.config import ServingSection
 
     inner = FastAPI()
@@ -167,7 +167,7 @@ def test_transcript_text_stays_out_of_the_log_unless_asked(tiny_model, caplog):
 
 def _slow(app, seconds: float, seen: list[int]):
     """Make every model call take `seconds` and record its batch size."""
-    inspector = app.state.inspector
+    inspector = app.state.serving.inspector
     real = inspector.inspect
 
     def inspect(dialogues):
@@ -239,3 +239,49 @@ def test_the_api_reports_the_installed_package_version(server):
 
     declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
     assert httpx.get(f"{server}/openapi.json").json()["info"]["version"] == declared  # one home: pyproject.toml
+
+
+def test_one_limit_check_serves_both_routes_and_names_each_breach():
+    from fastapi import HTTPException
+
+    from serving.deps import check_limits, parse_dialogues
+    from zhijian.config import ServingSection
+    from zhijian.transcripts import Transcript
+
+    limits = ServingSection(max_dialogues=2, max_turns=2, max_turn_chars=3)
+    dialogue = Transcript(id="x", turns=[{"role": "customer", "text": "在吗在吗"}, {"role": "agent", "text": "好"}, {"role": "agent", "text": "好的呀呀"}])
+    with pytest.raises(HTTPException) as score:
+        check_limits([dialogue] * 3, limits, single=False)
+    assert score.value.status_code == 422 and score.value.detail[:3] == [
+        "body: 3 dialogues, the limit is 2 (serving.max_dialogues)",
+        "body[0].turns: 3 turns, the limit is 2 (serving.max_turns)",
+        "body[0].turns[0].text: 4 characters, the limit is 3 (serving.max_turn_chars)",
+    ]
+    with pytest.raises(HTTPException) as live:  # an utterance: its context, then the reply, named as sent
+        check_limits([dialogue], limits, single=False, field="utterances")
+    assert live.value.detail[1:] == [
+        "utterances[0].context[0].text: 4 characters, the limit is 3 (serving.max_turn_chars)",
+        "utterances[0].text: 4 characters, the limit is 3 (serving.max_turn_chars)",
+    ]
+    with pytest.raises(HTTPException) as many:  # thousands of bad items get a short answer
+        parse_dialogues([{"id": "x"}] * 1000, [f"body[{n}]" for n in range(1000)])
+    assert many.value.status_code == 422 and len(many.value.detail) == 20 and many.value.detail[0].startswith("body[0]")
+
+
+def test_serve_reads_the_folder_once_and_names_a_bad_override(tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from zhijian.config import ZhijianConfig, load_config
+    from zhijian_cli import app as cli
+
+    ZhijianConfig().save(tmp_path)
+    reads = []
+    monkeypatch.setattr("serving.cli.load_config", lambda *args: reads.append(args) or load_config(*args))
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: None)
+    runner = CliRunner()
+    bad = runner.invoke(cli, ["serve", "--model", str(tmp_path), "--set", "serving.port=0"])
+    assert bad.exit_code == 2 and f"{tmp_path / 'zhijian.yaml'}: serving.port: Input should be greater than or equal to 1" in bad.stderr
+    other = runner.invoke(cli, ["serve", "--model", str(tmp_path), "--set", "training.epochs=1"])
+    assert other.exit_code == 2 and "only serving.* keys apply when serving" in other.stderr
+    assert len(reads) == 2  # one read of zhijian.yaml per command
