@@ -180,12 +180,14 @@ def finish(path: Path, report: dict, clock: "RunClock", quick: bool) -> None:
 def onnx_up_to_date(folder: Path) -> bool:
     """Both ONNX files of `zhijian export --quantize int8` are there, made with the current recipe and checked
     (onnx/export.json), and not older than the weights."""
-    from zhijian.export import FILES, ONNX_DIR, RECIPE, read_manifest
+    from zhijian.backends import RECIPE
+    from zhijian.model import ONNX_FILES, ModelFolder
 
-    weights = folder / "model.safetensors"
-    paths = [folder / ONNX_DIR / name for name in FILES.values()]
-    manifest = read_manifest(folder)
-    current = manifest.get("recipe") == RECIPE and manifest.get("int8_check") is not None
+    opened = ModelFolder(folder)
+    weights = opened.weights_path
+    paths = [opened.onnx_path(backend) for backend in ONNX_FILES]
+    record = opened.export_record()
+    current = record.get("recipe") == RECIPE and record.get("int8_check") is not None
     return current and all(p.is_file() and (not weights.is_file() or p.stat().st_mtime >= weights.stat().st_mtime) for p in paths)
 
 
@@ -195,14 +197,16 @@ def ensure_onnx(folder: Path) -> str | None:
     returns a note when it exported."""
     import time
 
-    from zhijian.export import check_transcripts, default_check_files, export_onnx, read_manifest
+    from zhijian.export import check_transcripts, default_check_files, export_onnx
+    from zhijian.model import ModelFolder
 
     if onnx_up_to_date(folder):
         return None
     start = time.perf_counter()
-    files = default_check_files(folder) or ([CORPUS] if CORPUS.is_file() else [])
-    export_onnx(folder, "int8", check=check_transcripts(files))
-    check = read_manifest(folder)["int8_check"]
+    opened = ModelFolder(folder)
+    files = default_check_files(opened) or ([CORPUS] if CORPUS.is_file() else [])
+    export_onnx(opened, "int8", check=check_transcripts(files))
+    check = opened.export_record()["int8_check"]
     return (f"exported ONNX fp32 + int8 in {time.perf_counter() - start:.0f} s; int8 vs fp32 on {check['turns']} agent turns "
             f"of {', '.join(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f) for f in files) or 'nothing'}: largest probability change {check['max_prob_diff']}, "
             f"label sets unchanged {check['label_sets_unchanged']}")
@@ -237,29 +241,30 @@ def mix_pool(scorer, size: int, seed: int = 0) -> list:
 def model_folder(name: str) -> Path | None:
     """The model folder to measure ("quickstart", or "bert-base-chinese" = "bert-base"); bert-base is built once
     with random weights (speed does not depend on them)."""
+    from zhijian.config import CONFIG_FILE, load_config
+
     name = "bert-base" if name == "bert-base-chinese" else name
     folder = MODELS[name]["folder"]
     if name == "bert-base" and not _thresholds_set(folder):
         if not (SHARED_BERT_BASE / "config.json").is_file():
             return None
-        from zhijian.config import load_config
         from zhijian.files import replace_folder
-        from zhijian.model import build_model, save_model_folder
+        from zhijian.model import ModelFolder, build_model
 
         config = load_config(overrides=[f"model.base={SHARED_BERT_BASE}", "model.random_init=true"])
         model, tokenizer, _ = build_model(config.model)
         staging = folder.with_name(f"{folder.name}.building")  # a run killed before the thresholds are set leaves no folder
-        save_model_folder(model, tokenizer, config, staging)
+        ModelFolder.save(model, tokenizer, config, staging)
         _flag_like_a_trained_model(staging)
         replace_folder(staging, folder)
-    return folder if (folder / "zhijian.yaml").is_file() else None
+    return folder if (folder / CONFIG_FILE).is_file() else None
 
 
 def _thresholds_set(folder: Path) -> bool:
     """A whole bert-base folder: its config holds the thresholds _flag_like_a_trained_model sets last."""
-    from zhijian.config import load_config
+    from zhijian.config import CONFIG_FILE, load_config
 
-    return (folder / "zhijian.yaml").is_file() and bool(load_config(folder).thresholds.per_label)
+    return (folder / CONFIG_FILE).is_file() and bool(load_config(folder).thresholds.per_label)
 
 
 def _flag_like_a_trained_model(folder: Path, rate: float = 0.03) -> None:

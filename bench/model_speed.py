@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import RunClock, bf16_is_native, busy_cpu_seconds, others_share, ensure_onnx, machine, mix_pool, model_folder, physical_cores, finish  # noqa: E402
 from zhijian.featurize import AgentTurnFeatures  # noqa: E402
+from zhijian.model import ModelFolder  # noqa: E402
 from zhijian.scorer import Scorer  # noqa: E402
 
 VARIANTS = ("eager_fp32", "sdpa", "torch_dynamic_int8", "bf16_autocast", "onnx_fp32", "onnx_int8")
@@ -67,12 +68,11 @@ def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     return round(2 * n**3 / best / 1e9, 1)
 
 
-def encoder_flops(folder: Path, length: int) -> float:
+def encoder_flops(config: dict, length: int) -> float:
     """FLOPs (2 per multiply-add) of one sequence of `length` real tokens through the encoder: per layer the
     Q/K/V/output projections (4·L·H²), the feed-forward (2·L·H·I) and the attention scores and mixing
     (2·L²·H). Embeddings, softmax, layer norms and the heads are left out: under 1 % for BERT. Padding is
     not counted: this is the useful work, so padding shows as a lower share of the peak."""
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     hidden, inner, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     return 2.0 * layers * (4 * length * hidden**2 + 2 * length * hidden * inner + 2 * length**2 * hidden)
 
@@ -135,12 +135,12 @@ def build_variant(name: str, folder: Path, notes: list[str], model_name: str) ->
             notes.append(f"{model_name}: bf16_autocast skipped (no AVX512-BF16/AMX: bf16 would be emulated, slower than fp32)")
             return None
         return Autocast(model)
-    from zhijian.export import FILES, ONNX_DIR, OnnxModel
+    from zhijian.backends import OnnxModel
 
     exported = ensure_onnx(folder)  # missing or older than the weights: export both, as `zhijian export` does
     if exported:
         notes.append(f"{model_name}: {exported}")
-    return OnnxModel(folder / ONNX_DIR / FILES["onnx" if name == "onnx_fp32" else "onnx-int8"], threads=physical_cores())
+    return OnnxModel(ModelFolder(folder).onnx_path("onnx" if name == "onnx_fp32" else "onnx-int8"), threads=physical_cores())
 
 
 class Quiet:
@@ -197,9 +197,8 @@ def measure(scorer: Scorer, pool: list[AgentTurnFeatures], batch: int, budget_s:
 
 
 def bench_model(model_name: str, folder: Path, quick: bool, notes: list[str], quiet: Quiet, peak_gflops: float) -> list[dict]:
-    from zhijian.model import load_model_folder
-
-    _, tokenizer, config = load_model_folder(folder, weights=False)
+    opened = ModelFolder(folder)
+    tokenizer, config = opened.tokenizer, opened.config
     size, budget = BUDGET[model_name]["quick" if quick else "full"]
     probe = Scorer(None, tokenizer, config, "cpu")
     pools = {"mix": mix_pool(probe, size), "32x32": fixed_pool(probe)}
@@ -209,7 +208,7 @@ def bench_model(model_name: str, folder: Path, quick: bool, notes: list[str], qu
         f"(max_length {config.features.max_length}); {budget:g} s per measurement"
     )
     cells = [("mix", b) for b in BATCHES] + [("32x32", 32)]
-    flops_per_turn = {name: float(np.mean([encoder_flops(folder, len(f.input_ids)) for f in pool])) for name, pool in pools.items()}
+    flops_per_turn = {name: float(np.mean([encoder_flops(opened.encoder_config, len(f.input_ids)) for f in pool])) for name, pool in pools.items()}
     rows, reference = [], {}
     for variant in VARIANTS:
         model = build_variant(variant, folder, notes, model_name)
@@ -234,19 +233,18 @@ def bench_model(model_name: str, folder: Path, quick: bool, notes: list[str], qu
             print(json.dumps(rows[-1]), flush=True)
         del model, scorer
         gc.collect()
-    default = serving_variant(folder)  # once the ONNX files are exported and checked
+    default = serving_variant(opened)  # once the ONNX files are exported and checked
     for row in rows:
         row["serving_default"] = row["variant"] == default
     mark_fastest_within(rows)
     return rows
 
 
-def serving_variant(folder: Path) -> str:
+def serving_variant(folder: ModelFolder) -> str:
     """The variant Scorer.load runs for this folder on a CPU, from its `serving.backend` (auto: auto_backend)."""
-    from zhijian.config import load_config
-    from zhijian.scorer import auto_backend
+    from zhijian.backends import auto_backend
 
-    backend = load_config(folder / "zhijian.yaml").serving.backend
+    backend = folder.config.serving.backend
     backend = auto_backend(folder, "cpu") if backend == "auto" else backend
     return {"onnx": "onnx_fp32", "onnx-int8": "onnx_int8", "torch": "sdpa"}[backend]
 

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import RunClock, machine, mix_pool, model_folder, physical_cores, finish  # noqa: E402
-from zhijian.featurize import pad_batch  # noqa: E402
+from zhijian.featurize import TOKEN_FIELDS, pad_batch  # noqa: E402
 
 STRATEGIES = ("pad_to_max", "dynamic", "sorted_buckets")
 PROJECT_STRATEGY = "sorted_buckets"
@@ -41,20 +41,20 @@ PLAN = {
 }
 
 
-def batches(features: list, batch: int, strategy: str, max_length: int, pad_id: int) -> list[dict]:
+def batches(features: list, batch: int, strategy: str, max_length: int, tokenizer) -> list[dict]:
     """The padded model inputs of one pass over the pool."""
     rows = [f.as_model_input() for f in features]
     if strategy == "sorted_buckets":
         rows.sort(key=lambda row: len(row["input_ids"]))
     chunks = [rows[start : start + batch] for start in range(0, len(rows), batch)]
     if strategy == "pad_to_max":
-        return [pad_to(chunk, max_length, pad_id) for chunk in chunks]
-    return [pad_batch(chunk, pad_id) for chunk in chunks]  # the project's own: to the longest of the batch
+        return [pad_to(chunk, max_length, tokenizer) for chunk in chunks]
+    return [pad_batch(chunk, tokenizer) for chunk in chunks]  # the project's own: to the longest of the batch
 
 
-def pad_to(rows: list[dict], width: int, pad_id: int) -> dict:
-    fills = {"input_ids": pad_id, "token_type_ids": 0, "attention_mask": 0}
-    return {key: torch.tensor([row[key] + [fill] * (width - len(row[key])) for row in rows], dtype=torch.long) for key, fill in fills.items()}
+def pad_to(rows: list[dict], width: int, tokenizer) -> dict:
+    rows = [{key: row[key] for key in TOKEN_FIELDS} for row in rows]
+    return dict(tokenizer.pad(rows, padding="max_length", max_length=width, return_tensors="pt"))
 
 
 @torch.inference_mode()
@@ -84,7 +84,7 @@ def bench_model(name: str, folder: Path, quick: bool, notes: list[str]) -> list[
     model = ZhijianModel.from_pretrained(folder, attn_implementation="eager").eval()
     rows = []
     for batch in sizes:
-        padded = {s: batches(pool, batch, s, max_length, tokenizer.pad_token_id) for s in STRATEGIES}
+        padded = {s: batches(pool, batch, s, max_length, tokenizer) for s in STRATEGIES}
         real = sum(lengths)
         seconds = {s: measure(model, padded[s], budget) for s in STRATEGIES}
         for strategy in STRATEGIES:

@@ -61,7 +61,7 @@ def write_input(path: Path, count: int, pool: list[list[dict]]) -> int:
 def model_copy(folder: Path, backend: str, into: Path, notes: list[str]) -> Path:
     """Links to the folder's files and a zhijian.yaml that names the backend; exported to ONNX when needed."""
     from zhijian.config import load_config
-    from zhijian.export import ONNX_DIR
+    from zhijian.model import ONNX_DIR
 
     copy = into / folder.name
     copy.mkdir()
@@ -129,7 +129,7 @@ def main() -> None:
         temp = Path(temp)
         model = model_copy(folder, args.backend, temp, report["notes"])
         if args.backend == "auto":
-            from zhijian.scorer import auto_backend
+            from zhijian.backends import auto_backend
 
             report["backend"] = f"auto ({auto_backend(model, 'cpu')})"
         write_input(temp / "one.jsonl", 1, pool)

@@ -79,7 +79,7 @@ def bench_model(name: str, quick: bool, notes: list[str]) -> dict | None:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=section.learning_rate, weight_decay=section.weight_decay)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=section.batch_size, shuffle=True, collate_fn=Collator(tokenizer.pad_token_id),
+        dataset, batch_size=section.batch_size, shuffle=True, collate_fn=Collator(tokenizer),
         generator=torch.Generator().manual_seed(section.seed),
     )
     batches = itertools.chain.from_iterable(itertools.repeat(loader))  # epoch after epoch

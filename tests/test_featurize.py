@@ -74,3 +74,43 @@ def test_real_bert_base_chinese_tokenizer_featurizes_the_same_way():
     feature = Featurizer(real, FeaturesSection(context_turns=1)).encode([REFUND])[0]
     assert real.convert_ids_to_tokens(feature.input_ids) == ["[CLS]", "买", "家", ":", "这", "个", "能", "退", "吗", "[SEP]", "不", "能", "[SEP]"]
     assert feature.token_type_ids == [0] * 10 + [1] * 3
+
+
+def test_a_batch_is_padded_on_the_right_to_its_longest_row_and_a_row_without_ngrams_adds_none():
+    import torch
+
+    from zhijian.featurize import pad_batch
+    from zhijian.model import scratch_tokenizer
+
+    tokenizer = scratch_tokenizer()
+    tokenizer.pad_token = "[MASK]"  # a pad id other than 0: the tokenizer's own is used, not a guess
+    pad = tokenizer.pad_token_id
+    assert pad != 0
+    rows = [
+        {"input_ids": [2, 5, 3], "token_type_ids": [0, 0, 1], "attention_mask": [1, 1, 1], "ngram_ids": [7, 9]},
+        {"input_ids": [2, 3], "token_type_ids": [0, 1], "attention_mask": [1, 1]},  # a dialogue row: no n-grams
+    ]
+    batch = pad_batch(rows, tokenizer)
+    assert batch.keys() == {"input_ids", "token_type_ids", "attention_mask", "ngram_ids"}
+    assert batch["input_ids"].tolist() == [[2, 5, 3], [2, 3, pad]] and batch["input_ids"].dtype == torch.long
+    assert batch["token_type_ids"].tolist() == [[0, 0, 1], [0, 1, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["ngram_ids"].tolist() == [[7, 9], [0, 0]]
+    assert "ngram_ids" not in pad_batch(rows[1:], tokenizer)
+
+
+def test_the_training_collator_pads_the_tokens_and_stacks_the_rest():
+    import numpy as np
+
+    from training.data import Collator
+
+    items = [
+        {"input_ids": [2, 5, 3], "token_type_ids": [0, 0, 1], "attention_mask": [1, 1, 1], "labels": np.ones(12, dtype=np.float32), "tone": np.float32(0.5)},
+        {"input_ids": [2, 3], "token_type_ids": [0, 1], "attention_mask": [1, 1], "labels": np.zeros(12, dtype=np.float32), "tone": np.float32(-1)},
+    ]
+    from zhijian.model import scratch_tokenizer
+
+    tokenizer = scratch_tokenizer()
+    batch = Collator(tokenizer)(items)
+    assert batch["input_ids"].tolist() == [[2, 5, 3], [2, 3, tokenizer.pad_token_id]] and batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].shape == (2, 12) and batch["tone"].tolist() == [0.5, -1.0]

@@ -1,11 +1,24 @@
+import builtins
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
 import pytest
 import torch
-from transformers import AutoModel
+from transformers import AutoModel, AutoTokenizer
 
+import zhijian
 from conftest import SHARED
+from zhijian.backends import auto_backend
 from zhijian.config import ModelSection, ScratchSize
-from zhijian.model import HubUnreachable, ZhijianModel, build_model, load_model_folder, save_model_folder
+from zhijian.inspector import Inspector
+from zhijian.model import HubUnreachable, ModelFolder, build_model, load_model_folder, save_model_folder
 from zhijian.config import load_config
+from zhijian.scorer import Scorer
 
 TINY = ScratchSize(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
 
@@ -78,3 +91,56 @@ def test_local_folder_without_weights_explains_random_init():
         build_model(ModelSection(base=base))
     model, tokenizer, source = build_model(ModelSection(base=base, random_init=True))
     assert model.config.hidden_size == 768 and len(tokenizer) == 21128 and "random init" in source
+
+
+@pytest.fixture
+def saved_folder(tmp_path):
+    model, tokenizer, _ = build_model(ModelSection(base="scratch", scratch=TINY))
+    return save_model_folder(model, tokenizer, load_config(overrides=["model.base=scratch"]), tmp_path / "model")
+
+
+def test_a_model_folder_reads_its_configs_and_loads_its_tokenizer_once(saved_folder, monkeypatch):
+    opened, tokenizers = Counter(), []
+    real_open, real_tokenizer = io.open, AutoTokenizer.from_pretrained
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)):
+            opened[Path(file).name] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)  # pathlib's reads
+    monkeypatch.setattr(builtins, "open", counting_open)  # transformers' reads
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *args, **kwargs: tokenizers.append(args) or real_tokenizer(*args, **kwargs))
+    folder = ModelFolder(saved_folder)
+    inspector = Inspector.load(folder, device="cpu", backend="torch")
+    scorer = Scorer.load(folder, "cpu")
+    assert auto_backend(folder, "cpu") == "torch" and not folder.has_quality_head
+    assert folder.version == inspector.versions.model and scorer.tokenizer is inspector.scorer.tokenizer
+    assert (opened["config.json"], opened["zhijian.yaml"], opened["model.safetensors"], len(tokenizers)) == (1, 1, 1, 1)
+
+
+def test_the_version_is_the_folder_name_and_the_weights_hash(saved_folder):
+    digest = hashlib.sha256((saved_folder / "model.safetensors").read_bytes()).hexdigest()
+    assert ModelFolder(saved_folder).version == f"model:{digest[:12]}"
+
+
+def test_each_scorer_records_its_own_backend_without_changing_the_folders_config(saved_folder):
+    folder = ModelFolder(saved_folder)
+    Scorer.load(folder, "cpu", "torch")
+    assert folder.config.serving.backend == "auto" and folder.export_record() == {}
+
+
+def test_a_failed_save_leaves_the_previous_folder_and_no_staging(saved_folder, monkeypatch):
+    model, tokenizer, _ = build_model(ModelSection(base="scratch", scratch=TINY))
+    before = sorted(p.name for p in saved_folder.iterdir())
+    monkeypatch.setattr(type(tokenizer), "save_pretrained", lambda *args, **kwargs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        ModelFolder.save(model, tokenizer, load_config(), saved_folder)
+    assert sorted(p.name for p in saved_folder.iterdir()) == before
+    assert sorted(p.name for p in saved_folder.parent.iterdir()) == ["model"]
+
+
+def test_the_read_side_loads_neither_the_scorer_nor_the_export():
+    code = "import sys, zhijian.backends; print(sorted(m for m in ('zhijian.scorer', 'zhijian.export') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(zhijian.__file__).parents[1])
+    assert result.stdout.strip() == "[]"

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from conftest import SHARED, make_dialogues
 from zhijian_cli import app
-from zhijian.export import CHECK_MAX_TURNS, RECIPE, export_onnx, read_manifest
+from zhijian.backends import RECIPE, read_manifest
+from zhijian.export import CHECK_MAX_TURNS, export_onnx
 from zhijian.model import ModelFolderError
 from zhijian.scorer import Scorer
 from zhijian.transcripts import Transcript, read_transcripts

@@ -102,11 +102,11 @@ def read_rated_dialogues(paths: Sequence[Path], valid_fraction: float, seed: int
 class Collator:
     """Pads the token rows to the longest in the batch and stacks every other field (labels, tone, …)."""
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
 
     def __call__(self, items: list[dict]) -> dict:
-        batch = pad_batch(items, self.pad_id)
+        batch = pad_batch(items, self.tokenizer)
         for key in items[0].keys() - batch.keys():
             batch[key] = torch.tensor(np.stack([item[key] for item in items]))
         return batch

@@ -209,16 +209,19 @@ def merge_windows(features: Sequence[AgentTurnFeatures], logits, tone) -> tuple[
     return starts, merged_logits, merged_tone
 
 
-def pad_batch(rows: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, "torch.Tensor"]:
-    """Pad token rows to the longest in the batch (not to max_length: padding costs more than the kernel on CPU)."""
-    import torch
+TOKEN_FIELDS = ("input_ids", "token_type_ids", "attention_mask")
 
-    batch = {}
-    for key, fill in (("input_ids", pad_id), ("token_type_ids", 0), ("attention_mask", 0), ("ngram_ids", 0)):
-        if not any(key in row for row in rows):
-            continue
+
+def pad_batch(rows: Sequence[dict[str, list[int]]], tokenizer) -> dict[str, "torch.Tensor"]:
+    """Pad token rows (`as_model_input`) to the longest in the batch (not to max_length: padding costs more than the
+    kernel on CPU) with the tokenizer's own `pad` (its pad id and side); n-gram ids, which the tokenizer does not
+    know, are padded with 0 (an empty bucket). Other fields of the rows (training's labels, tone) are left to the caller."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    batch = dict(tokenizer.pad([{key: row[key] for key in TOKEN_FIELDS} for row in rows], padding="longest", return_tensors="pt"))
+    if any("ngram_ids" in row for row in rows):
         # A row without n-grams (a whole dialogue read for the quality head, beside turn rows) adds none.
-        values = [row.get(key, [fill]) for row in rows]
-        width = max(map(len, values))
-        batch[key] = torch.tensor([value + [fill] * (width - len(value)) for value in values], dtype=torch.long)
+        ngrams = [torch.tensor(row.get("ngram_ids", [0]), dtype=torch.long) for row in rows]
+        batch["ngram_ids"] = pad_sequence(ngrams, batch_first=True, padding_value=0)
     return batch

@@ -3,7 +3,6 @@ checks and shop rules, and the scoring template's verdict, as one :class:`Dialog
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,24 +10,13 @@ import numpy as np
 
 from zhijian.checks import FAILED, find_rule_hits, run_checks
 from zhijian.evidence import locate
-from zhijian.result import CheckFinding, Deduction, DialogueResult, LabelScore, QualityScore, TurnResult, Versions
+from zhijian.model import ModelFolder
+from zhijian.result import Deduction, DialogueResult, LabelScore, QualityScore, TurnResult, Versions
 from zhijian.scorer import Predictions, Scorer
 from zhijian.stc3 import BINS, QUALITY
 from zhijian.taxonomy import AGENT, LABEL_IDS
 from zhijian.template import ScoringTemplate, assess, load_template
 from zhijian.transcripts import Transcript
-
-
-def model_version(folder: str | Path) -> str:
-    """The folder's name and the first 12 hex digits of its weights' SHA-256: which model, exactly."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    weights = folder / "model.safetensors"
-    if weights.is_file():
-        with weights.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return f"{folder.resolve().name}:{digest.hexdigest()[:12]}"
 
 
 QUALITY_RATINGS = np.array(BINS, dtype=float)
@@ -42,8 +30,12 @@ class Inspector:
         self.evidence = evidence
 
     @classmethod
-    def load(cls, model_dir: str | Path, template: str | Path | None = None, device: str | None = None, evidence: str = "clause") -> Inspector:
-        return cls(Scorer.load(model_dir, device), load_template(template), model_version(model_dir), evidence)
+    def load(
+        cls, model_dir: ModelFolder | str | Path, template: str | Path | None = None, device: str | None = None,
+        evidence: str = "clause", backend: str | None = None,
+    ) -> Inspector:
+        folder = ModelFolder.of(model_dir)  # opened once: the scorer and the version read the same folder
+        return cls(Scorer.load(folder, device, backend), load_template(template), folder.version, evidence)
 
     def with_template(self, template: ScoringTemplate) -> Inspector:
         """The same loaded model under another template (a shop's rules changed; no reload of weights)."""
@@ -79,7 +71,7 @@ class Inspector:
                     for k in labels
                 ]
             turns.append(result)
-        checks = [CheckFinding(**vars(found)) for found in run_checks(dialogue, self.template.checks)]
+        checks = run_checks(dialogue, self.template.checks)
         candidates += [
             Deduction(source="check", label=c.check, turn=c.turn, points=self.template.check_points.get(c.check, 0.0))
             for c in checks

@@ -9,11 +9,14 @@
 
 A trained model is a ``save_pretrained`` folder (safetensors, ``config.json``, the tokenizer) plus
 the resolved ``zhijian.yaml``; ``AutoModel.from_pretrained`` loads its encoder, and
-``ZhijianModel.from_pretrained`` all of it.
+``ZhijianModel.from_pretrained`` all of it. :class:`ModelFolder` is the one place that knows this
+layout (and the ``onnx/`` files `zhijian export` adds): it writes a folder, checks one, reads it once.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +24,7 @@ import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -30,6 +34,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel, BertPreTrainedMod
 from transformers.utils import ModelOutput
 
 from zhijian.config import CONFIG_FILE, ConfigError, ModelSection, ZhijianConfig, load_config
+from zhijian.files import replace_folder
 from zhijian.stc3 import BINS, QUALITY
 from zhijian.taxonomy import LABEL_IDS
 from zhijian.vocab import write_scratch_vocab
@@ -223,73 +228,149 @@ def build_model(section: ModelSection, quality_head: bool = False, ngram_buckets
     return model, tokenizer, f"{base} (pretrained)"
 
 
-def save_model_folder(model: ZhijianModel, tokenizer, config: ZhijianConfig, folder: Path) -> Path:
-    """Write the model folder atomically: a crash leaves the previous folder (or none), never half of one."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    vocab = getattr(tokenizer, "vocab", None)
-    if vocab and not (staging / "vocab.txt").exists():  # BERT's plain vocab.txt form, for any tool
-        ordered = sorted(vocab.items(), key=lambda item: item[1])
-        (staging / "vocab.txt").write_text("\n".join(token for token, _ in ordered) + "\n", encoding="utf-8")
-    config.save(staging)
-    # mkdtemp makes a private (0700) folder; a model folder is shared (a container's non-root user reads it).
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
-    for path in staging.iterdir():
-        path.chmod(0o666 & ~umask)
-    if folder.exists():
-        retired = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(folder, retired)
-        os.replace(staging, folder)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, folder)
-    return folder
-
-
-def has_quality_head(folder: str | Path) -> bool:
-    """Whether a model folder was trained with the dialogue-quality (A/S/E) head."""
-    config = Path(folder) / "config.json"
-    return config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("quality_head"))
+# A model folder's layout: what `ModelFolder.save` writes, `zhijian export` adds, and everything else reads.
+ENCODER_CONFIG = "config.json"  # the transformers config: the encoder's shape, id2label, quality_head, ngram_buckets
+WEIGHTS = "model.safetensors"
+ONNX_DIR = "onnx"
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}  # per serving backend
+EXPORT_RECORD = "export.json"  # in ONNX_DIR: how the ONNX files were made and how far int8 moved from fp32
 
 
 class ModelFolderError(FileNotFoundError):
     pass
 
 
+class ModelFolder:
+    """A trained model folder, checked once on opening: its configs are read here and nowhere else, its tokenizer
+    is loaded once, and every other module asks it for what the folder holds instead of spelling out file names.
+
+    The folder's files stay as `save_pretrained` writes them (``AutoModel.from_pretrained`` reads its encoder).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        missing = [name for name in (ENCODER_CONFIG, CONFIG_FILE) if not (self.path / name).is_file()]
+        if not self.path.is_dir() or missing:
+            what = "no such folder" if not self.path.is_dir() else f"missing {', '.join(missing)}"
+            raise ModelFolderError(f"{self.path}: not a Zhijian model folder ({what}); train one with `zhijian train`")
+        try:
+            self.config: ZhijianConfig = load_config(self.path / CONFIG_FILE)
+        except ConfigError as error:
+            raise ModelFolderError(str(error)) from None
+        self.encoder_config: dict = json.loads((self.path / ENCODER_CONFIG).read_text(encoding="utf-8"))
+        self._check_is_an_inspection_model()
+
+    def _check_is_an_inspection_model(self) -> None:
+        if "BertForMaskedLM" in self.encoder_config.get("architectures", []):
+            raise ModelFolderError(
+                f"{self.path}: a pre-trained encoder (from `zhijian pretrain`), not an inspection model; "
+                f"fine-tune it first: `zhijian train` with `model.base: {self.path}`"
+            )
+        id2label = self.encoder_config.get("id2label", {})
+        labels = [id2label.get(str(k)) for k in range(len(id2label))]
+        if labels != list(LABEL_IDS):
+            raise ModelFolderError(
+                f"{self.path}/{ENCODER_CONFIG}: the model's labels {labels} are not this taxonomy's {list(LABEL_IDS)}; "
+                "retrain it with this version of Zhijian"
+            )
+
+    @classmethod
+    def of(cls, folder: ModelFolder | str | Path) -> ModelFolder:
+        """The folder itself when already opened, else the path opened (and checked)."""
+        return folder if isinstance(folder, ModelFolder) else cls(folder)
+
+    @property
+    def has_quality_head(self) -> bool:
+        """Whether it was trained with the dialogue-quality (A/S/E) head."""
+        return bool(self.encoder_config.get("quality_head"))
+
+    def _transformers_config(self) -> BertConfig:
+        """The encoder config as transformers holds it, from what was read (a fresh copy: loading may change it).
+        Given to transformers so that it does not read config.json again."""
+        return BertConfig.from_dict(copy.deepcopy(self.encoder_config))
+
+    @cached_property
+    def tokenizer(self):
+        return AutoTokenizer.from_pretrained(self.path, config=self._transformers_config())
+
+    def load_weights(self, device: str = "cpu") -> ZhijianModel:
+        """The torch model in eval mode on `device` (a fresh copy each call: export converts its copy to fp32)."""
+        try:
+            model = ZhijianModel.from_pretrained(self.path, config=self._transformers_config())
+        except Exception as error:  # safetensors, torch and transformers each raise their own kind
+            raise ModelFolderError(
+                f"{self.path}: the weights cannot be loaded ({type(error).__name__}: {error}); the folder is damaged, export or train it again"
+            ) from None
+        return model.to(device).eval()
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / WEIGHTS
+
+    def onnx_path(self, backend: str) -> Path:
+        """Where `zhijian export` writes the model a backend ("onnx", "onnx-int8") runs."""
+        return self.path / ONNX_DIR / ONNX_FILES[backend]
+
+    @property
+    def export_record_path(self) -> Path:
+        return self.path / ONNX_DIR / EXPORT_RECORD
+
+    def export_record(self) -> dict:
+        """What onnx/export.json says ({} for a folder exported before there was one, or never exported).
+        Read on each call: an export in this process rewrites it."""
+        try:
+            return json.loads(self.export_record_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    @cached_property
+    def version(self) -> str:
+        """The folder's name and the first 12 hex digits of its weights' SHA-256: which model, exactly."""
+        digest = hashlib.sha256()  # of nothing, for a folder without weights
+        if self.weights_path.is_file():
+            with self.weights_path.open("rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256")
+        return f"{self.path.resolve().name}:{digest.hexdigest()[:12]}"
+
+    @staticmethod
+    def save(model: ZhijianModel, tokenizer, config: ZhijianConfig, folder: str | Path) -> Path:
+        """Write a model folder whole: built beside it, then put in its place (`files.replace_folder`), so a crash
+        leaves the previous folder (or none), never half of one. Any `save_pretrained` model goes (pretraining
+        saves its masked-LM encoder this way), so the result is not checked as an inspection model."""
+        folder = Path(folder)
+        staging = folder.with_name(f".{folder.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)  # left by a crash
+        staging.mkdir(parents=True)
+        try:
+            model.save_pretrained(staging, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
+            vocab = getattr(tokenizer, "vocab", None)
+            if vocab and not (staging / "vocab.txt").exists():  # BERT's plain vocab.txt form, for any tool
+                ordered = sorted(vocab.items(), key=lambda item: item[1])
+                (staging / "vocab.txt").write_text("\n".join(token for token, _ in ordered) + "\n", encoding="utf-8")
+            config.save(staging)
+            _readable_by_all(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return replace_folder(staging, folder)
+
+
+def _readable_by_all(folder: Path) -> None:
+    """Give the files the usual permissions (the umask's): `save_pretrained` writes the weights private (0600),
+    and a model folder is shared (a container's non-root user reads it)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
+
+
+def save_model_folder(model: ZhijianModel, tokenizer, config: ZhijianConfig, folder: str | Path) -> Path:
+    """`ModelFolder.save`, under the name training calls."""
+    return ModelFolder.save(model, tokenizer, config, folder)
+
+
 def load_model_folder(folder: str | Path, device: str = "cpu", weights: bool = True) -> tuple[ZhijianModel | None, object, ZhijianConfig]:
-    """A trained model folder -> (model in eval mode on `device`, tokenizer, resolved config)."""
-    folder = Path(folder)
-    missing = [name for name in ("config.json", CONFIG_FILE) if not (folder / name).is_file()]
-    if not folder.is_dir() or missing:
-        what = "no such folder" if not folder.is_dir() else f"missing {', '.join(missing)}"
-        raise ModelFolderError(f"{folder}: not a Zhijian model folder ({what}); train one with `zhijian train`")
-    try:
-        config = load_config(folder / CONFIG_FILE)
-    except ConfigError as error:
-        raise ModelFolderError(str(error)) from None
-    encoder_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    labels = [encoder_config.get("id2label", {}).get(str(k)) for k in range(len(encoder_config.get("id2label", {})))]
-    if "BertForMaskedLM" in encoder_config.get("architectures", []):
-        raise ModelFolderError(
-            f"{folder}: a pre-trained encoder (from `zhijian pretrain`), not an inspection model; "
-            f"fine-tune it first: `zhijian train` with `model.base: {folder}`"
-        )
-    if labels != list(LABEL_IDS):
-        raise ModelFolderError(
-            f"{folder}/config.json: the model's labels {labels} are not this taxonomy's {list(LABEL_IDS)}; "
-            "retrain it with this version of Zhijian"
-        )
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if not weights:  # an ONNX Runtime session will run the model: no need for the torch weights in memory
-        return None, tokenizer, config
-    try:
-        model = ZhijianModel.from_pretrained(folder)
-    except Exception as error:  # safetensors, torch and transformers each raise their own kind
-        raise ModelFolderError(f"{folder}: the weights cannot be loaded ({type(error).__name__}: {error}); the folder is damaged, export or train it again") from None
-    return model.to(device).eval(), tokenizer, config
+    """A trained model folder -> (model in eval mode on `device`, or None without `weights`; tokenizer; resolved config)."""
+    opened = ModelFolder(folder)
+    return (opened.load_weights(device) if weights else None), opened.tokenizer, opened.config
