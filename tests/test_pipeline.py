@@ -100,7 +100,8 @@ def test_train_reports_a_bad_config_key_without_a_traceback(tmp_path):
 
 
 def test_resume_continues_from_the_last_complete_checkpoint(tiny_data, tmp_path):
-    from training.train import COMPLETE_MARKER, train
+    from training.loop import COMPLETE_MARKER
+    from training.train import train
 
     overrides = TINY_OVERRIDES + [
         f"data.train=[{tiny_data['train']}]", f"data.valid=[{tiny_data['valid']}]", f"training.output_dir={tmp_path}",

@@ -60,12 +60,13 @@ def test_training_killed_with_sigkill_resumes_and_finishes(tiny_data, tmp_path):
     import time
 
     from conftest import TINY_OVERRIDES
-    from training.train import COMPLETE_MARKER
+    from training.loop import COMPLETE_MARKER
     from zhijian.model import load_model_folder
 
     overrides = TINY_OVERRIDES + [
         f"data.train=[{tiny_data['train']}]", f"data.valid=[{tiny_data['valid']}]", f"training.output_dir={tmp_path}",
         "training.eval_strategy=steps", "training.eval_steps=5", "training.epochs=30", "training.save_total_limit=3",
+        "training.max_steps=-1",  # the 30 epochs, not quickstart.yaml's 2200 steps, which outlast the 600 s limit
     ]
     command = [sys.executable, "-m", "zhijian_cli", "train", "-c", str(ROOT / "configs" / "quickstart.yaml")]
     command += [arg for item in overrides for arg in ("--set", item)]

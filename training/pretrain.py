@@ -24,12 +24,11 @@ from transformers import (
     BertForMaskedLM,
     DataCollatorForLanguageModeling,
     Trainer,
-    TrainingArguments,
     set_seed,
 )
 from transformers.modeling_outputs import MaskedLMOutput
 
-from training.train import CountSteps, MarkCompleteCheckpoints, last_complete_checkpoint
+from training.loop import CountSteps, MarkCompleteCheckpoints, model_folder, train_resumably, training_arguments, write_summary
 from zhijian.config import ZhijianConfig
 from zhijian.featurize import Featurizer
 from zhijian.model import SCRATCH, HubUnreachable, offline_options, resolve_base, save_model_folder, scratch_tokenizer
@@ -125,84 +124,63 @@ def pretraining_examples(config: ZhijianConfig, tokenizer) -> list[dict[str, lis
     return list(unique.values())
 
 
-def pretrain(config: ZhijianConfig, resume: bool = False) -> Path:
-    """Pre-train the encoder; returns the folder (``<training.output_dir>/model``) to use as `model.base`."""
-    section = config.training
-    set_seed(section.seed)
-    output_dir = Path(section.output_dir)
-    checkpoints = output_dir / "checkpoints"
-    model, tokenizer, source = build_masked_lm(config)
-    log.info("Encoder: %s", source)
-
-    examples = pretraining_examples(config, tokenizer)
-    random.Random(section.seed).shuffle(examples)
+def split_heldout(config: ZhijianConfig, examples: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Shuffled (seeded), then a few held out to measure the loss on: (held out, to train on)."""
+    random.Random(config.training.seed).shuffle(examples)
     held = min(int(len(examples) * config.pretrain.holdout_fraction), 5000)
     heldout, train_examples = examples[:held], examples[held:]
     if not train_examples:
         raise ValueError("no text to pre-train on in pretrain.inputs")
     log.info("Pre-training on %d distinct inputs (%d held out for the loss)", len(train_examples), len(heldout))
+    return heldout, train_examples
 
-    evaluate = "steps" if heldout else "no"
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=section.epochs,
-        max_steps=section.max_steps,
-        per_device_train_batch_size=section.batch_size,
-        per_device_eval_batch_size=section.eval_batch_size,
-        gradient_accumulation_steps=section.gradient_accumulation_steps,
-        learning_rate=section.learning_rate,
-        weight_decay=section.weight_decay,
-        warmup_steps=section.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        seed=section.seed,
-        eval_strategy=evaluate,
-        eval_steps=section.eval_steps,
-        save_strategy="steps",
-        save_steps=section.eval_steps,
-        save_total_limit=section.save_total_limit,
-        prediction_loss_only=True,
-        logging_steps=section.logging_steps,
-        bf16=section.bf16,
-        report_to=[],
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        remove_unused_columns=False,
-    )
+
+def save_plain_masked_lm(model: MaskedPositionsLM, tokenizer, config: ZhijianConfig, folder: Path) -> None:
+    """Saved as a plain BertForMaskedLM, which AutoModelForMaskedLM and `zhijian train` both read."""
+    plain = BertForMaskedLM(model.config)
+    plain.load_state_dict(model.state_dict())
+    save_model_folder(plain, tokenizer, config, folder)
+
+
+def pretrain(config: ZhijianConfig, resume: bool = False) -> Path:
+    """Pre-train the encoder; returns the folder (``<training.output_dir>/model``) to use as `model.base`."""
+    section = config.training
+    set_seed(section.seed)
+    model, tokenizer, source = build_masked_lm(config)
+    log.info("Encoder: %s", source)
+    heldout, train_examples = split_heldout(config, pretraining_examples(config, tokenizer))
+
     counter = CountSteps()
     trainer = Trainer(
         model=model,
-        args=args,
+        args=training_arguments(
+            section, eval_strategy="steps" if heldout else "no", save_strategy="steps", prediction_loss_only=True
+        ),
         train_dataset=train_examples,
         eval_dataset=heldout or None,
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.pretrain.mlm_probability),
         processing_class=tokenizer,
         callbacks=[MarkCompleteCheckpoints(), counter],
     )
-    resume_from = last_complete_checkpoint(checkpoints) if resume else None
-    if resume and resume_from is None:
-        log.warning("--resume: no complete checkpoint in %s, starting from the beginning", checkpoints)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    result = train_resumably(trainer, resume)
     heldout_loss = trainer.evaluate()["eval_loss"] if heldout else None
 
-    model_dir = output_dir / "model"
+    model_dir = model_folder(section)
     if trainer.is_world_process_zero():
-        # Saved as a plain BertForMaskedLM, which AutoModelForMaskedLM and `zhijian train` both read.
-        plain = BertForMaskedLM(trainer.model.config)
-        plain.load_state_dict(trainer.model.state_dict())
-        save_model_folder(plain, tokenizer, config, model_dir)
+        save_plain_masked_lm(trainer.model, tokenizer, config, model_dir)
         summary = {
             "encoder": source,
             "inputs": [str(path) for path in config.pretrain.inputs],
             "train_inputs": len(train_examples),
             "heldout_inputs": len(heldout),
             "steps": result.global_step,
-            "started_at_step": counter.first_step,  # 0, or the step of the checkpoint it resumed from
-            "steps_run": counter.steps,
+            **counter.summary(),
             "train_loss": result.training_loss,
             "heldout_loss": heldout_loss,
             "heldout_perplexity": float(torch.exp(torch.tensor(heldout_loss))) if heldout_loss is not None else None,
             "wall_s": round(time.perf_counter() - start, 1),
             "samples_per_s": result.metrics.get("train_samples_per_second"),
         }
-        (output_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        write_summary(section, "pretrain_summary.json", summary)
     return model_dir

@@ -7,76 +7,27 @@ thresholds are then tuned on validation and saved with the model.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
-
 from scipy.special import softmax
+from transformers import EarlyStoppingCallback, Trainer, set_seed
 
 from training.data import Collator, QualityDataset, TurnDataset, read_rated_dialogues, read_real_negatives, split_dialogues
-from training.metrics import label_metrics, tone_metrics, tune_thresholds
-from zhijian.config import ZhijianConfig
-from zhijian.featurize import Featurizer
 from training.embeddings import init_embeddings
+from training.loop import CountSteps, MarkCompleteCheckpoints, model_folder, train_resumably, training_arguments, write_summary
+from training.metrics import label_metrics, tone_metrics, tune_thresholds
+from zhijian.config import TrainingSection, ZhijianConfig
+from zhijian.featurize import Featurizer
 from zhijian.model import SCRATCH, build_model, save_model_folder
 from zhijian.scorer import sigmoid
 from zhijian.stc3 import QUALITY, dq_scores, gold_distributions
 from zhijian.taxonomy import LABEL_IDS
 
 log = logging.getLogger(__name__)
-
-COMPLETE_MARKER = "checkpoint-complete"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-class MarkCompleteCheckpoints(TrainerCallback):
-    """Trainer writes a checkpoint file by file; the marker, written last, says it is whole.
-
-    `--resume` only trusts checkpoints with the marker, so a crash mid-save never corrupts a resume.
-    """
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if folder.is_dir():
-                (folder / COMPLETE_MARKER).write_text(str(state.global_step))
-
-
-class CountSteps(TrainerCallback):
-    """The optimizer steps this process ran, and the global step it started from: a resumed run shows it did
-    not redo the checkpoint's steps (`train_summary.json`)."""
-
-    def __init__(self):
-        self.first_step, self.steps = None, 0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if self.first_step is None:
-            self.first_step = state.global_step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.steps += 1
-
-
-def last_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest whole checkpoint; incomplete ones (a crash mid-save) are removed."""
-    if not folder.is_dir():
-        return None
-    checkpoints = sorted(
-        (int(m.group(1)), path) for path in folder.iterdir() if (m := _CHECKPOINT.match(path.name))
-    )
-    for step, path in reversed(checkpoints):
-        if (path / COMPLETE_MARKER).is_file():
-            return path
-        log.warning("Removing incomplete checkpoint %s (no %s)", path, COMPLETE_MARKER)
-        shutil.rmtree(path, ignore_errors=True)
-    return None
 
 
 def _split_predictions(prediction):
@@ -124,22 +75,12 @@ def build_optimizer(model, section) -> torch.optim.Optimizer:
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=section.learning_rate)
 
 
-def train(config: ZhijianConfig, resume: bool = False) -> Path:
-    """Train from a resolved config; returns the model folder (``<output_dir>/model``)."""
-    section = config.training
-    set_seed(section.seed)
-    output_dir = Path(section.output_dir)
-    checkpoints = output_dir / "checkpoints"
-
-    with_quality = bool(config.data.quality)
-    model, tokenizer, source = build_model(config.model, quality_head=with_quality, ngram_buckets=config.features.ngram_buckets)
-    log.info("Encoder: %s", source)
-    featurizer = Featurizer(tokenizer, config.features)
-    train_dialogues, valid_dialogues = split_dialogues(
-        config.data.train, config.data.valid, config.data.valid_fraction, section.seed
-    )
+def labeled_turns(config: ZhijianConfig, featurizer: Featurizer, with_quality: bool) -> tuple[TurnDataset, TurnDataset]:
+    """The labeled agent turns to train on (with the real negatives, if any) and to validate on."""
+    seed = config.training.seed
+    train_dialogues, valid_dialogues = split_dialogues(config.data.train, config.data.valid, config.data.valid_fraction, seed)
     if config.data.real_negatives:
-        real = read_real_negatives(config.data.real_negatives, config.data.real_negatives_limit, section.seed)
+        real = read_real_negatives(config.data.real_negatives, config.data.real_negatives_limit, seed)
         log.info("Adding %d real dialogues as clean agent turns from %s", len(real), config.data.real_negatives)
         train_dialogues = train_dialogues + real
     train_set = TurnDataset(train_dialogues, featurizer, with_quality)
@@ -147,83 +88,100 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
     if not len(train_set) or not len(valid_set):
         raise ValueError("no labeled agent turns in the training or validation data (agent turns need `labels`)")
     log.info("Training on %d agent turns, validating on %d", len(train_set), len(valid_set))
-    if config.model.init_embeddings == "ppmi" and source.startswith(SCRATCH) and not resume:
-        seen = init_embeddings(model.bert, [row["input_ids"] for row in train_set.rows])
-        log.info("Embeddings of %d tokens initialised from PPMI statistics of the training turns", seen)
+    return train_set, valid_set
+
+
+def weigh_losses(model, train_set: TurnDataset, section: TrainingSection) -> None:
+    """Per-label positive weights from the training turns, and each head's share of the loss."""
     model.set_pos_weight(train_set.pos_weight(section.pos_weight_max))
     model.config.tone_loss_weight = section.tone_loss_weight
     model.config.quality_loss_weight = section.quality_loss_weight
-    train_rows = train_set
-    if with_quality:
-        rated_train, rated_valid = read_rated_dialogues(config.data.quality, config.data.valid_fraction, section.seed)
-        rated_set = QualityDataset(rated_train, featurizer, config.data.quality_repeat)
-        train_rows = torch.utils.data.ConcatDataset([train_set, rated_set])
-        log.info("Quality head: %d rated dialogues (x%d), %d to validate", len(rated_train), config.data.quality_repeat, len(rated_valid))
 
-    early_stopping = section.early_stopping_patience > 0
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=section.epochs,
-        max_steps=section.max_steps,
-        per_device_train_batch_size=section.batch_size,
+
+def add_rated_dialogues(config: ZhijianConfig, featurizer: Featurizer, train_set: TurnDataset):
+    """The training rows with the rated dialogues (for the quality head) added, and the rated ones held out."""
+    rated_train, rated_valid = read_rated_dialogues(config.data.quality, config.data.valid_fraction, config.training.seed)
+    rated_set = QualityDataset(rated_train, featurizer, config.data.quality_repeat)
+    log.info("Quality head: %d rated dialogues (x%d), %d to validate", len(rated_train), config.data.quality_repeat, len(rated_valid))
+    return torch.utils.data.ConcatDataset([train_set, rated_set]), rated_valid
+
+
+def build_trainer(config: ZhijianConfig, model, tokenizer, train_rows, valid_set, counter: CountSteps) -> _Trainer:
+    """The Trainer that keeps the checkpoint of best validation macro-F1 (and stops early, if configured)."""
+    section = config.training
+    args = training_arguments(
+        section,
         train_sampling_strategy="group_by_length" if section.group_by_length else "random",
-        per_device_eval_batch_size=section.eval_batch_size,
-        gradient_accumulation_steps=section.gradient_accumulation_steps,
-        learning_rate=section.learning_rate,
-        weight_decay=section.weight_decay,
-        warmup_steps=section.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        seed=section.seed,
         eval_strategy=section.eval_strategy,
         save_strategy=section.eval_strategy,
-        eval_steps=section.eval_steps,
-        save_steps=section.eval_steps,
-        save_total_limit=section.save_total_limit,
         load_best_model_at_end=True,
         metric_for_best_model="macro_f1",
         greater_is_better=True,
-        label_names=["labels", "tone"] + (["label_mask", "quality"] if with_quality else []),
-        logging_steps=section.logging_steps,
-        bf16=section.bf16,
-        report_to=[],
-        dataloader_num_workers=0,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        remove_unused_columns=False,
+        label_names=["labels", "tone"] + (["label_mask", "quality"] if config.data.quality else []),
     )
-    counter = CountSteps()
-    trainer = _Trainer(
+    early_stopping = section.early_stopping_patience > 0
+    return _Trainer(
         model=model,
         optimizers=(build_optimizer(model, section), None),
         args=args,
         train_dataset=train_rows,
         eval_dataset=valid_set,
-        data_collator=Collator(tokenizer.pad_token_id),
+        data_collator=Collator(tokenizer),
         compute_metrics=compute_metrics,
         processing_class=tokenizer,
         callbacks=[MarkCompleteCheckpoints(), counter]
         + ([EarlyStoppingCallback(section.early_stopping_patience)] if early_stopping else []),
     )
-    resume_from = last_complete_checkpoint(checkpoints) if resume else None
-    if resume and resume_from is None:
-        log.warning("--resume: no complete checkpoint in %s, starting from the beginning", checkpoints)
+
+
+def with_tuned_thresholds(config: ZhijianConfig, labels: np.ndarray, probs: np.ndarray) -> ZhijianConfig:
+    """The config to save with the model: per-label thresholds tuned on validation, when configured."""
+    resolved = config.model_copy(deep=True)
+    if config.thresholds.tune_on_validation:
+        resolved.thresholds.per_label = tune_thresholds(labels, probs, config.thresholds.default, config.thresholds.tune_beta)
+    return resolved
+
+
+def quality_figures(trainer: Trainer, rated_valid, featurizer: Featurizer) -> dict:
+    """The quality head's scores on the held-out rated dialogues."""
+    predicted = softmax(trainer.predict(QualityDataset(rated_valid, featurizer)).predictions[2], axis=-1)
+    gold = gold_distributions(rated_valid)
+    return dq_scores({s: predicted[:, k] for k, s in enumerate(QUALITY)}, gold)
+
+
+def train(config: ZhijianConfig, resume: bool = False) -> Path:
+    """Train from a resolved config; returns the model folder (``<output_dir>/model``)."""
+    section = config.training
+    set_seed(section.seed)
+    with_quality = bool(config.data.quality)
+    model, tokenizer, source = build_model(config.model, quality_head=with_quality, ngram_buckets=config.features.ngram_buckets)
+    log.info("Encoder: %s", source)
+    featurizer = Featurizer(tokenizer, config.features)
+    train_set, valid_set = labeled_turns(config, featurizer, with_quality)
+    if config.model.init_embeddings == "ppmi" and source.startswith(SCRATCH) and not resume:
+        seen = init_embeddings(model.bert, [row["input_ids"] for row in train_set.rows])
+        log.info("Embeddings of %d tokens initialised from PPMI statistics of the training turns", seen)
+    weigh_losses(model, train_set, section)
+    train_rows, rated_valid = add_rated_dialogues(config, featurizer, train_set) if with_quality else (train_set, [])
+
+    counter = CountSteps()
+    trainer = build_trainer(config, model, tokenizer, train_rows, valid_set, counter)
     started = time.monotonic()
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_resumably(trainer, resume)
     train_seconds = time.monotonic() - started
 
     # Thresholds and the final figures come from the best model on the validation split.
     probs, tone, labels, gold_tone = _split_predictions(trainer.predict(valid_set))
-    resolved = config.model_copy(deep=True)
-    if config.thresholds.tune_on_validation:
-        resolved.thresholds.per_label = tune_thresholds(labels, probs, config.thresholds.default, config.thresholds.tune_beta)
+    resolved = with_tuned_thresholds(config, labels, probs)
     tuned = np.array([resolved.thresholds.for_label(label) for label in LABEL_IDS])
-    model_dir = output_dir / "model"
+    model_dir = model_folder(section)
     if trainer.is_world_process_zero():
         save_model_folder(trainer.model, tokenizer, resolved, model_dir)
         summary = {
             "encoder": source,
             "train_seconds": round(train_seconds, 1),  # the optimizer steps and evaluations, without featurizing
             "train_turns": len(train_set),
-            "started_at_step": counter.first_step,  # 0, or the step of the checkpoint it resumed from
-            "steps_run": counter.steps,
+            **counter.summary(),
             "global_step": trainer.state.global_step,
             "valid_turns": len(valid_set),
             "valid_at_0.5": label_metrics(labels, probs >= 0.5),
@@ -232,8 +190,6 @@ def train(config: ZhijianConfig, resume: bool = False) -> Path:
             "thresholds": resolved.thresholds.per_label,
         }
         if with_quality:
-            predicted = softmax(trainer.predict(QualityDataset(rated_valid, featurizer)).predictions[2], axis=-1)
-            gold = gold_distributions(rated_valid)
-            summary["valid_quality"] = dq_scores({s: predicted[:, k] for k, s in enumerate(QUALITY)}, gold)
-        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+            summary["valid_quality"] = quality_figures(trainer, rated_valid, featurizer)
+        write_summary(section, "train_summary.json", summary)
     return model_dir
