@@ -8,7 +8,6 @@ import pytest
 
 from conftest import SHARED, TINY_OVERRIDES
 from training.corpus import PLAIN, LeakageError, LeakageGuard, RecipeError, build_corpus, unstyle_near_copies
-from zhijian.taxonomy import LABEL_IDS
 
 RECIPE = Path(__file__).resolve().parents[1] / "data" / "recipe"
 
@@ -164,7 +163,7 @@ def test_platform_agent_turn_without_tone_is_refused_by_file_and_key(tmp_path):
         "part: bad\nexchanges:\n  - phase: shipping\n    turns:\n      - {role: customer, text: 到哪了}\n      - {role: agent, text: 在路上了亲}\n",
         encoding="utf-8",
     )
-    with pytest.raises(RecipeError, match=r"platform/zz_bad.yaml: exchanges.0.turns: .*agent turn\(s\) \[1\] have no `tone`"):
+    with pytest.raises(RecipeError, match=r"platform/zz_bad.yaml: exchanges\[0\].turns: .*agent turn\(s\) \[1\] have no `tone`"):
         build_corpus(recipe, tmp_path / "out")
 
 

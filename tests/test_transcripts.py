@@ -24,8 +24,8 @@ def test_jsonl_reads_dialogues(tmp_path):
     "turn, expected",
     [
         ({"role": "boss", "text": "x"}, "turns[1].role"),
-        ({"role": "agent", "text": "  "}, "turns[1].text: Value error, text is blank"),
-        ({"role": "agent", "text": "x", "labels": ["rude"]}, "unknown label(s) ['rude']"),
+        ({"role": "agent", "text": "  "}, "turns[1].text: text is blank"),
+        ({"role": "agent", "text": "x", "labels": ["rude"]}, "turns[1].labels[0]: unknown label 'rude'"),
         ({"role": "agent", "text": "x", "tone": 7}, "turns[1].tone"),
         ({"role": "customer", "text": "x", "labels": ["abuse"]}, "agent turns only"),
         ({"role": "agent", "text": "x", "lables": []}, "turns[1].lables: unknown field"),

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import re
+from importlib.resources import files
 from pathlib import Path
 
 from collections.abc import Sequence
@@ -23,13 +24,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 from training.metrics import tune_thresholds
-from zhijian.config import LabelId, ZhijianConfig
+from zhijian.config import ZhijianConfig, describe_validation_error
 from zhijian.featurize import AgentTurnFeatures
 from zhijian.template import Regex
-from zhijian.taxonomy import AGENT, LABEL_IDS, LABEL_INDEX
+from zhijian.taxonomy import AGENT, LABEL_IDS, LABEL_INDEX, LabelId
 from zhijian.transcripts import Transcript
 
-DEFAULT_BASELINE = Path(__file__).resolve().parents[1] / "configs" / "baseline" / "keywords.yaml"
+# Package data, so a wheel install has it too; configs/baseline/keywords.yaml links here.
+DEFAULT_BASELINE = Path(str(files("training") / "defaults" / "keywords.yaml"))
 
 
 class KeywordRule(BaseModel):
@@ -58,7 +60,7 @@ class KeywordBaseline:
         try:
             return cls(KeywordConfig.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8"))))
         except ValidationError as error:
-            raise ValueError(f"{path}: " + "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in error.errors())) from None
+            raise ValueError(f"{path}: {describe_validation_error(error)}") from None
 
     def labels_of(self, text: str) -> list[str]:
         return [

@@ -15,6 +15,7 @@ from zhijian.taxonomy import CHECK_BY_ID, LABEL_BY_ID
 
 app = typer.Typer()
 
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML config in configs/ (for pretrain, one with a `pretrain` section: configs/pretrain-offline.yaml).")]
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: section.key=value (repeatable).")]
 ResumeOption = Annotated[bool, typer.Option(help="Continue from the last complete checkpoint.")]
 
@@ -32,11 +33,7 @@ def _run_config(run, config: Path, set_: list[str] | None, resume: bool) -> Path
 
 
 @app.command()
-def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config in configs/.")],
-    set_: SetOption = None,
-    resume: ResumeOption = False,
-) -> None:
+def train(config: ConfigOption, set_: SetOption = None, resume: ResumeOption = False) -> None:
     """Train a model from a config; the model folder lands in <training.output_dir>/model."""
     from training.train import train as run_training
 
@@ -44,11 +41,7 @@ def train(
 
 
 @app.command()
-def pretrain(
-    config: Annotated[Path, typer.Option("--config", "-c", help="YAML config with a `pretrain` section (configs/pretrain-offline.yaml).")],
-    set_: SetOption = None,
-    resume: ResumeOption = False,
-) -> None:
+def pretrain(config: ConfigOption, set_: SetOption = None, resume: ResumeOption = False) -> None:
     """Masked-LM pre-training on unlabeled chats; the encoder folder lands in <training.output_dir>/model."""
     from training.pretrain import pretrain as run_pretraining
 

@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from scipy import sparse
 
 from zhijian.files import write_atomic
-from zhijian.taxonomy import LABEL_IDS, TONE_MAX, TONE_MIN
+from zhijian.config import describe_validation_error
+from zhijian.taxonomy import LABEL_IDS, TONE_MAX, TONE_MIN, LabelId
 
 Phase = Literal["pre_sale", "payment", "shipping", "after_sales", "review"]
 
@@ -42,15 +43,7 @@ class Strict(BaseModel):
 class Reply(Strict):
     text: str = Field(min_length=1)
     tone: int = Field(ge=TONE_MIN, le=TONE_MAX)
-    also: list[str] = Field(default_factory=list)
-
-    @field_validator("also")
-    @classmethod
-    def _known(cls, also: list[str]) -> list[str]:
-        unknown = [label for label in also if label not in LABEL_IDS]
-        if unknown:
-            raise ValueError(f"unknown label(s) {unknown}")
-        return also
+    also: list[LabelId] = Field(default_factory=list)
 
 
 Script = Literal["simplified", "traditional"]
@@ -185,8 +178,7 @@ def _load(path: Path, schema: type[BaseModel]):
     try:
         return schema.model_validate(data)
     except ValidationError as error:
-        where = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in error.errors()[:5])
-        raise RecipeError(f"{path}: {where}") from None
+        raise RecipeError(f"{path}: {describe_validation_error(error, most=5)}") from None
 
 
 @dataclass

@@ -10,19 +10,12 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from zhijian.result import CheckFinding
 from zhijian.taxonomy import AGENT, CUSTOMER
 from zhijian.template import CheckSettings, ScoringTemplate, ShopRule
 from zhijian.transcripts import Transcript
 
 PASSED, FAILED, NOT_CHECKED = "passed", "failed", "not_checked"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    check: str
-    status: str  # passed | failed | not_checked
-    turn: int | None = None
-    detail: str | None = None
 
 
 @lru_cache(maxsize=1024)
@@ -39,24 +32,24 @@ def _agent_turns(dialogue: Transcript) -> list[int]:
     return [i for i, turn in enumerate(dialogue.turns) if turn.role == AGENT]
 
 
-def no_greeting(dialogue: Transcript, settings: CheckSettings) -> list[CheckResult]:
+def no_greeting(dialogue: Transcript, settings: CheckSettings) -> list[CheckFinding]:
     agent = _agent_turns(dialogue)
     if not agent:
-        return [CheckResult("no_greeting", NOT_CHECKED, detail="no agent message")]
+        return [CheckFinding(check="no_greeting", status=NOT_CHECKED, detail="no agent message")]
     first = agent[0]
     if _matches(settings.greeting, dialogue.turns[first].text):
-        return [CheckResult("no_greeting", PASSED)]
-    return [CheckResult("no_greeting", FAILED, first, "the agent's first message has no greeting")]
+        return [CheckFinding(check="no_greeting", status=PASSED)]
+    return [CheckFinding(check="no_greeting", status=FAILED, turn=first, detail="the agent's first message has no greeting")]
 
 
-def no_closing(dialogue: Transcript, settings: CheckSettings) -> list[CheckResult]:
+def no_closing(dialogue: Transcript, settings: CheckSettings) -> list[CheckFinding]:
     agent = _agent_turns(dialogue)
     if not agent:
-        return [CheckResult("no_closing", NOT_CHECKED, detail="no agent message")]
+        return [CheckFinding(check="no_closing", status=NOT_CHECKED, detail="no agent message")]
     last = agent[-1]
     if _matches(settings.closing, dialogue.turns[last].text):
-        return [CheckResult("no_closing", PASSED)]
-    return [CheckResult("no_closing", FAILED, last, "the agent's last message has no thanks or closing courtesy")]
+        return [CheckFinding(check="no_closing", status=PASSED)]
+    return [CheckFinding(check="no_closing", status=FAILED, turn=last, detail="the agent's last message has no thanks or closing courtesy")]
 
 
 def _waits(dialogue: Transcript) -> list[tuple[int, int]]:
@@ -76,43 +69,43 @@ def _seconds(dialogue: Transcript, customer: int, agent: int) -> float | None:
     return None if start is None or end is None else end - start
 
 
-def slow_first_response(dialogue: Transcript, settings: CheckSettings) -> list[CheckResult]:
+def slow_first_response(dialogue: Transcript, settings: CheckSettings) -> list[CheckFinding]:
     waits = _waits(dialogue)
     if not waits:
-        return [CheckResult("slow_first_response", NOT_CHECKED, detail="no agent reply to a customer message")]
+        return [CheckFinding(check="slow_first_response", status=NOT_CHECKED, detail="no agent reply to a customer message")]
     seconds = _seconds(dialogue, *waits[0])
     if seconds is None:
-        return [CheckResult("slow_first_response", NOT_CHECKED, detail="no timestamps (ts)")]
+        return [CheckFinding(check="slow_first_response", status=NOT_CHECKED, detail="no timestamps (ts)")]
     limit = settings.slow_first_response_seconds
     if seconds <= limit:
-        return [CheckResult("slow_first_response", PASSED)]
-    return [CheckResult("slow_first_response", FAILED, waits[0][1], f"first reply after {seconds:g} s (limit {limit:g} s)")]
+        return [CheckFinding(check="slow_first_response", status=PASSED)]
+    return [CheckFinding(check="slow_first_response", status=FAILED, turn=waits[0][1], detail=f"first reply after {seconds:g} s (limit {limit:g} s)")]
 
 
-def slow_response(dialogue: Transcript, settings: CheckSettings) -> list[CheckResult]:
+def slow_response(dialogue: Transcript, settings: CheckSettings) -> list[CheckFinding]:
     """Every later reply (the first one is slow_first_response's) against the limit."""
     timed = [(pair, _seconds(dialogue, *pair)) for pair in _waits(dialogue)[1:]]
     timed = [(pair, seconds) for pair, seconds in timed if seconds is not None]
     if not timed:
-        return [CheckResult("slow_response", NOT_CHECKED, detail="no timestamps (ts) on later replies")]
+        return [CheckFinding(check="slow_response", status=NOT_CHECKED, detail="no timestamps (ts) on later replies")]
     limit = settings.slow_response_seconds
     slow = [
-        CheckResult("slow_response", FAILED, agent, f"replied after {seconds:g} s (limit {limit:g} s)")
+        CheckFinding(check="slow_response", status=FAILED, turn=agent, detail=f"replied after {seconds:g} s (limit {limit:g} s)")
         for (_, agent), seconds in timed
         if seconds > limit
     ]
-    return slow or [CheckResult("slow_response", PASSED)]
+    return slow or [CheckFinding(check="slow_response", status=PASSED)]
 
 
-def unanswered(dialogue: Transcript, settings: CheckSettings) -> list[CheckResult]:
+def unanswered(dialogue: Transcript, settings: CheckSettings) -> list[CheckFinding]:
     last = len(dialogue.turns) - 1
     turn = dialogue.turns[last]
     if turn.role == AGENT or _matches(settings.no_reply_needed, turn.text.strip()):
-        return [CheckResult("unanswered", PASSED)]
-    return [CheckResult("unanswered", FAILED, last, "the dialogue ends on a customer message with no reply")]
+        return [CheckFinding(check="unanswered", status=PASSED)]
+    return [CheckFinding(check="unanswered", status=FAILED, turn=last, detail="the dialogue ends on a customer message with no reply")]
 
 
-def repeated_question(dialogue: Transcript, settings: CheckSettings) -> list[CheckResult]:
+def repeated_question(dialogue: Transcript, settings: CheckSettings) -> list[CheckFinding]:
     """An agent request for a kind of information already asked for and answered (a customer turn in between)."""
     asked: dict[str, int] = {}  # kind -> turn of the last request
     last_customer = -1
@@ -127,12 +120,12 @@ def repeated_question(dialogue: Transcript, settings: CheckSettings) -> list[Che
             if not _matches(patterns, turn.text):
                 continue
             if kind in asked and last_customer > asked[kind]:
-                found.append(CheckResult("repeated_question", FAILED, i, f"asks again for {kind} (first asked at turn {asked[kind]})"))
+                found.append(CheckFinding(check="repeated_question", status=FAILED, turn=i, detail=f"asks again for {kind} (first asked at turn {asked[kind]})"))
             asked[kind] = i
-    return found or [CheckResult("repeated_question", PASSED)]
+    return found or [CheckFinding(check="repeated_question", status=PASSED)]
 
 
-def message_flood(dialogue: Transcript, settings: CheckSettings) -> list[CheckResult]:
+def message_flood(dialogue: Transcript, settings: CheckSettings) -> list[CheckFinding]:
     found, run_start = [], None
     turns = dialogue.turns
     for i in range(len(turns) + 1):
@@ -140,15 +133,15 @@ def message_flood(dialogue: Transcript, settings: CheckSettings) -> list[CheckRe
             run_start = i if run_start is None else run_start
             continue
         if run_start is not None and i - run_start >= settings.message_flood:
-            found.append(CheckResult("message_flood", FAILED, run_start, f"{i - run_start} agent messages in a row (turns {run_start}–{i - 1})"))
+            found.append(CheckFinding(check="message_flood", status=FAILED, turn=run_start, detail=f"{i - run_start} agent messages in a row (turns {run_start}–{i - 1})"))
         run_start = None
-    return found or [CheckResult("message_flood", PASSED)]
+    return found or [CheckFinding(check="message_flood", status=PASSED)]
 
 
 CHECK_FUNCTIONS = (no_greeting, no_closing, slow_first_response, slow_response, unanswered, repeated_question, message_flood)
 
 
-def run_checks(dialogue: Transcript, settings: CheckSettings) -> list[CheckResult]:
+def run_checks(dialogue: Transcript, settings: CheckSettings) -> list[CheckFinding]:
     """All seven checks, in the taxonomy's order: failures one per hit, else one passed or not_checked."""
     return [result for check in CHECK_FUNCTIONS for result in check(dialogue, settings)]
 

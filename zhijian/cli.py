@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from zhijian.config import ConfigError
+from zhijian.config import EVIDENCE_METHODS, ConfigError
 from zhijian.taxonomy import CHECK_BY_ID, LABEL_BY_ID, ROLE_ZH, TONE_NAMES, unit_to_tone
 
 app = typer.Typer()
@@ -51,14 +51,15 @@ def load_scorer(model: Path, device: str | None = None):
 
 
 def load_inspector(model: Path, template: Path | None, evidence: str = "clause", device: str | None = None):
-    from zhijian.inspector import Inspector, model_version
+    from zhijian.inspector import Inspector
     from zhijian.template import load_template
 
     try:
         rules = load_template(template)
     except ConfigError as error:
         fail(str(error))
-    return Inspector(load_scorer(model, device), rules, model_version(model), evidence)
+    scorer = load_scorer(model, device)
+    return Inspector(scorer, rules, scorer.folder.version, evidence)
 
 
 @app.command()
@@ -82,8 +83,8 @@ def export(
     if format_ != "onnx":
         fail(f"--format must be 'onnx', not {format_!r}")
     try:
-        from zhijian.export import INT8_AUTO_MAX_PROB_DIFF, check_transcripts, default_check_files, export_onnx, read_manifest
-        from zhijian.scorer import auto_backend
+        from zhijian.backends import INT8_AUTO_MAX_PROB_DIFF, auto_backend, read_manifest
+        from zhijian.export import check_transcripts, default_check_files, export_onnx
 
         files = check or (default_check_files(model) if quantize == "int8" else [])
         for path in files:
@@ -172,8 +173,8 @@ def score(
 
     if not file.is_file():
         fail(f"{file}: no such file")
-    if evidence not in ("clause", "window", "none"):
-        fail(f"--evidence must be 'clause', 'window' or 'none', not {evidence!r}")
+    if evidence not in EVIDENCE_METHODS:
+        fail(f"--evidence must be one of {', '.join(EVIDENCE_METHODS)}, not {evidence!r}")
     inspector = load_inspector(model, template, evidence)
     problems: list[ReadProblem] = []
     try:

@@ -8,15 +8,18 @@ inside every trained model folder, and serving reads it from there.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
 from zhijian.files import write_atomic
-from zhijian.taxonomy import LABEL_IDS
+from zhijian.taxonomy import LabelId
 
 CONFIG_FILE = "zhijian.yaml"
+# How evidence spans are found (zhijian/evidence.py): occlusion over clauses or character windows, or not at all.
+EvidenceMethod = Literal["clause", "window", "none"]
+EVIDENCE_METHODS: tuple[str, ...] = get_args(EvidenceMethod)
 
 
 class ConfigError(ValueError):
@@ -154,19 +157,6 @@ class PretrainSection(Section):
     holdout_fraction: float = Field(0.01, ge=0, lt=0.5, description="Share of examples kept aside to report loss.")
 
 
-def one_of(kind: str, ids: tuple[str, ...]) -> AfterValidator:
-    """A validator for ids of one kind (labels, checks): anything else is an error that lists them."""
-
-    def check(value: str) -> str:
-        if value not in ids:
-            raise ValueError(f"unknown {kind} {value!r}; {kind}s are: {', '.join(ids)}")
-        return value
-
-    return AfterValidator(check)
-
-
-LabelId = Annotated[str, one_of("label", LABEL_IDS)]
-"""A label id of the taxonomy; anything else is an error that lists the labels."""
 
 
 class ThresholdsSection(Section):
@@ -202,7 +192,7 @@ class ServingSection(Section):
         "of fp32, else the fp32 ONNX model when exported (same probabilities, faster), else torch; torch on a GPU.",
     )
     batch_size: int = Field(32, ge=1, description="Agent turns per forward pass.")
-    evidence: Literal["clause", "window", "none"] = Field(
+    evidence: EvidenceMethod = Field(
         "clause", description="Evidence spans by occlusion over clauses or character windows, or none (fastest)."
     )
     batch_max_dialogues: int = Field(32, ge=1, description="Requests' dialogues gathered into one model call.")
@@ -244,13 +234,18 @@ class ZhijianConfig(Section):
         return write_atomic(Path(folder) / CONFIG_FILE, self.to_yaml())
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"{key}: {message}")
-    return "; ".join(lines)
+def describe_validation_error(error: ValidationError, whole: str = "(top level)", unknown: str = "unknown key", most: int | None = None) -> str:
+    """pydantic's errors as one line a person reads: ``turns[1].lables: unknown field; training.epochs: ...``.
+
+    The one formatting of validation errors, for configs, templates, transcripts, recipes and keyword lists:
+    `whole` names the top level, `unknown` a key the schema does not have (a "key" in YAML, a "field" in JSON).
+    """
+    parts = []
+    for item in error.errors()[:most]:
+        where = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in item["loc"]).replace(".[", "[")
+        message = unknown if item["type"] == "extra_forbidden" else item["msg"].removeprefix("Value error, ")
+        parts.append(f"{where or whole}: {message}")
+    return "; ".join(parts)
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

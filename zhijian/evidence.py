@@ -14,12 +14,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from zhijian.config import EVIDENCE_METHODS
 from zhijian.featurize import merge_windows
 from zhijian.scorer import Predictions, Scorer
 from zhijian.transcripts import Transcript
 
 CLAUSE_BREAK = re.compile(r"[，,。.!！?？;；~～…\s]+")
-METHODS = ("clause", "window", "none")
 
 Span = tuple[int, int]
 
@@ -56,8 +56,8 @@ def locate(
     method: str = "clause",
 ) -> dict[int, dict[int, Span]]:
     """{prediction row: {label index: span}} for the flagged labels of each row."""
-    if method not in METHODS:
-        raise ValueError(f"evidence method must be one of {METHODS}, not {method!r}")
+    if method not in EVIDENCE_METHODS:
+        raise ValueError(f"evidence method must be one of {EVIDENCE_METHODS}, not {method!r}")
     if method == "none":
         return {}
     jobs, features, variants = [], [], 0  # (row, spans, first variant index)

@@ -35,6 +35,8 @@ class TurnResult(BaseModel):
 
 
 class CheckFinding(BaseModel):
+    """A dialogue check's outcome (taxonomy section 3): what `zhijian.checks` finds and every result shows."""
+
     check: str
     status: Literal["passed", "failed", "not_checked"]
     turn: int | None = None

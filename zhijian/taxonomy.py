@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 
 class Severity(str, Enum):
@@ -80,3 +83,19 @@ CHECKS: tuple[Check, ...] = (
 )
 CHECK_IDS: tuple[str, ...] = tuple(check.id for check in CHECKS)
 CHECK_BY_ID: dict[str, Check] = {check.id: check for check in CHECKS}
+
+
+def one_of(kind: str, ids: tuple[str, ...]) -> AfterValidator:
+    """A pydantic validator for ids of one kind: anything else is an error that lists them."""
+
+    def check(value: str) -> str:
+        if value not in ids:
+            raise ValueError(f"unknown {kind} {value!r}; {kind}s are: {', '.join(ids)}")
+        return value
+
+    return AfterValidator(check)
+
+
+# The one check of label and check ids, wherever they are read: configs, templates, transcripts, recipes.
+LabelId = Annotated[str, one_of("label", LABEL_IDS)]
+CheckId = Annotated[str, one_of("check", CHECK_IDS)]

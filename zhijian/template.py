@@ -10,16 +10,18 @@ retraining. Every key is checked; errors name the file and the key.
 from __future__ import annotations
 
 import re
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
-from zhijian.config import ConfigError, LabelId, Section, describe_validation_error, one_of, read_yaml_mapping
+from zhijian.config import ConfigError, Section, describe_validation_error, read_yaml_mapping
 from zhijian.result import Deduction
-from zhijian.taxonomy import CHECK_IDS, LABEL_BY_ID, LABEL_IDS, Severity
+from zhijian.taxonomy import CHECK_IDS, LABEL_BY_ID, LABEL_IDS, CheckId, LabelId, Severity
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "configs" / "scoring" / "default.yaml"
+# Package data, so a wheel install has it too; configs/scoring/default.yaml links here, to copy and edit.
+DEFAULT_TEMPLATE = Path(str(files("zhijian") / "defaults" / "scoring.yaml"))
 
 
 def _compiles(pattern: str) -> str:
@@ -33,7 +35,6 @@ def _compiles(pattern: str) -> str:
 Regex = Annotated[str, AfterValidator(_compiles)]
 
 
-CheckId = Annotated[str, one_of("check", CHECK_IDS)]
 
 
 class CheckSettings(Section):

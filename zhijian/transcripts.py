@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from zhijian.taxonomy import AGENT, LABEL_IDS, TONE_MAX, TONE_MIN
+from zhijian.config import describe_validation_error
+from zhijian.taxonomy import AGENT, TONE_MAX, TONE_MIN, LabelId
 
 
 class Turn(BaseModel):
@@ -26,7 +27,7 @@ class Turn(BaseModel):
     role: Literal["agent", "customer"]
     text: str = Field(min_length=1)
     ts: float | None = Field(None, ge=0, description="Seconds from the start of the dialogue.")
-    labels: list[str] | None = Field(None, description="Gold labels (labeled data, agent turns only).")
+    labels: list[LabelId] | None = Field(None, description="Gold labels (labeled data, agent turns only).")
     tone: int | None = Field(None, ge=TONE_MIN, le=TONE_MAX, description="Gold tone 1–5 (agent turns only).")
 
     @field_validator("text")
@@ -35,15 +36,6 @@ class Turn(BaseModel):
         if not text.strip():
             raise ValueError("text is blank")
         return text
-
-    @field_validator("labels")
-    @classmethod
-    def _known_labels(cls, labels: list[str] | None) -> list[str] | None:
-        if labels is not None:
-            unknown = [label for label in labels if label not in LABEL_IDS]
-            if unknown:
-                raise ValueError(f"unknown label(s) {unknown}; labels are: {', '.join(LABEL_IDS)}")
-        return labels
 
     @model_validator(mode="after")
     def _gold_only_on_agent_turns(self) -> Turn:
@@ -84,20 +76,11 @@ class TranscriptError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in item["loc"]).replace(".[", "[")
-        message = "unknown field" if item["type"] == "extra_forbidden" else item["msg"]
-        parts.append(f"{field or 'dialogue'}: {message}")
-    return "; ".join(parts)
-
-
 def parse_transcript(data: Any, source: str = "<input>", line: int | None = None) -> Transcript:
     try:
         return Transcript.model_validate(data)
     except ValidationError as error:
-        raise TranscriptError(source, line, _describe(error)) from None
+        raise TranscriptError(source, line, describe_validation_error(error, whole="dialogue", unknown="unknown field")) from None
 
 
 # A turn line of the text format: a role prefix, a colon (half- or full-width), the text.
