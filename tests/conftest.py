@@ -11,7 +11,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never wait on the network
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]  # the repository; tests/ mirrors its packages (tests/zhijian/, ...)
+FIXTURES = ROOT / "tests" / "fixtures"
+SHARED = ROOT.parent / "shared"
 
 # (customer, agent reply, labels, tone): a few patterns a tiny model can learn in seconds.
 EXCHANGES = [

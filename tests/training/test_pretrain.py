@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import make_dialogues, write_jsonl
+from conftest import FIXTURES, make_dialogues, write_jsonl
 from zhijian_cli import app
 
 runner = CliRunner()
-STC3_FIXTURE = Path(__file__).parent / "fixtures" / "stc3_tiny.json"
+STC3_FIXTURE = FIXTURES / "stc3_tiny.json"
 TINY_ENCODER = [
     "model.base=scratch",
     "model.scratch.hidden_size=32",

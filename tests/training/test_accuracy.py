@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from training.baseline import NgramBaseline
 from training.evaluate import evaluate
+from conftest import FIXTURES
 from zhijian_cli import app
 from zhijian.config import FeaturesSection
 from zhijian.evidence import locate
@@ -19,7 +20,6 @@ from zhijian.scorer import Scorer
 from zhijian.taxonomy import LABEL_INDEX
 from zhijian.transcripts import Transcript, read_transcripts
 
-FIXTURES = Path(__file__).parent / "fixtures"
 runner = CliRunner()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import FIXTURES, SHARED
 
 from zhijian.stc3 import (
     BINS,
@@ -27,7 +27,7 @@ from zhijian.stc3 import (
     uniform_distribution,
 )
 
-FIXTURE = Path(__file__).parent / "fixtures" / "stc3_tiny.json"  # synthetic, written for these tests
+FIXTURE = FIXTURES / "stc3_tiny.json"  # synthetic, written for these tests
 TRAIN = SHARED / "data" / "stc3" / "train_data_cn.json"  # the real data (research use only), beside the checkout
 
 

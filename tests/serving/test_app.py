@@ -6,7 +6,7 @@ import time
 import httpx
 import pytest
 
-from conftest import live_server
+from conftest import ROOT, live_server
 from serving.app import create_app
 
 CHAT = "买家: 能开发票吗\n客服: 要发票得加6个点\n"
@@ -235,9 +235,8 @@ def test_serve_refuses_to_listen_beyond_loopback_without_a_key(tiny_model, monke
 
 def test_the_api_reports_the_installed_package_version(server):
     import tomllib
-    from pathlib import Path
 
-    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert httpx.get(f"{server}/openapi.json").json()["info"]["version"] == declared  # one home: pyproject.toml
 
 

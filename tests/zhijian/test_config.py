@@ -1,10 +1,11 @@
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from zhijian.config import ConfigError, ZhijianConfig, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = ROOT / "configs"
 
 
 def test_defaults_are_the_production_model():

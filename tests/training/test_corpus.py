@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED, TINY_OVERRIDES
+from conftest import ROOT, SHARED, TINY_OVERRIDES
 from training.corpus import PLAIN, LeakageError, LeakageGuard, RecipeError, build_corpus, unstyle_near_copies
 
-RECIPE = Path(__file__).resolve().parents[1] / "data" / "recipe"
+RECIPE = ROOT / "data" / "recipe"
 
 
 @pytest.fixture(scope="module")
