@@ -15,14 +15,18 @@ from pathlib import Path
 
 @contextmanager
 def staged(path: str | Path) -> Iterator[Path]:
-    """A staging path beside `path` for the block to write; renamed over `path` when the block ends,
-    removed when it raises (the old file, if any, stays as it was)."""
+    """A staging path beside `path` for the block to write, a file or a folder; put in place of `path` when the
+    block ends, removed when it raises (the old file or folder, if any, stays as it was)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a crash
     try:
         yield staging
-        os.replace(staging, path)
+        if staging.is_dir():
+            replace_folder(staging, path)
+        else:
+            os.replace(staging, path)
     finally:
         if staging.is_dir():
             shutil.rmtree(staging, ignore_errors=True)

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel, BertPreTrainedMod
 from transformers.utils import ModelOutput
 
 from zhijian.config import CONFIG_FILE, ConfigError, ModelSection, ZhijianConfig, load_config
-from zhijian.files import replace_folder
+from zhijian.files import staged
 from zhijian.stc3 import BINS, QUALITY
 from zhijian.taxonomy import LABEL_IDS
 from zhijian.vocab import write_scratch_vocab
@@ -334,14 +333,11 @@ class ModelFolder:
 
     @staticmethod
     def save(model: ZhijianModel, tokenizer, config: ZhijianConfig, folder: str | Path) -> Path:
-        """Write a model folder whole: built beside it, then put in its place (`files.replace_folder`), so a crash
+        """Write a model folder whole: built beside it, then put in its place (`files.staged`), so a crash
         leaves the previous folder (or none), never half of one. Any `save_pretrained` model goes (pretraining
         saves its masked-LM encoder this way), so the result is not checked as an inspection model."""
-        folder = Path(folder)
-        staging = folder.with_name(f".{folder.name}.tmp")
-        shutil.rmtree(staging, ignore_errors=True)  # left by a crash
-        staging.mkdir(parents=True)
-        try:
+        with staged(folder) as staging:
+            staging.mkdir()
             model.save_pretrained(staging, safe_serialization=True)
             tokenizer.save_pretrained(staging)
             vocab = getattr(tokenizer, "vocab", None)
@@ -350,10 +346,7 @@ class ModelFolder:
                 (staging / "vocab.txt").write_text("\n".join(token for token, _ in ordered) + "\n", encoding="utf-8")
             config.save(staging)
             _readable_by_all(staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return replace_folder(staging, folder)
+        return Path(folder)
 
 
 def _readable_by_all(folder: Path) -> None:
