@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -311,3 +315,33 @@ def corpus_turns() -> list[dict]:
     else:
         turns = [{"role": "customer", "text": "请问这个什么时候发货?"}, {"role": "agent", "text": "亲,一般48小时内发出哦,具体以物流为准~"}] * 50
     return turns
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(folder: Path, port: int, log, settings: list[str], device: str | None = None) -> subprocess.Popen:
+    """`zhijian serve` on a loopback port, with serving keys set (``serving.queue_size=16``)."""
+    command = [sys.executable, "-m", "zhijian_cli", "serve", "--model", str(folder), "--port", str(port)]
+    command += (["--device", device] if device else []) + [arg for setting in settings for arg in ("--set", setting)]
+    return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+    """Until `/readyz` answers 200 (the model loaded and warmed up), so that a measurement never times the start."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the server did not become ready")

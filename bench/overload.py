@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,7 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import rss_mb, shown_path  # noqa: E402
+from bench.common import free_port, rss_mb, shown_path, start_server, wait_ready  # noqa: E402
 BODY = {"id": "burst", "turns": [{"role": "customer", "text": "能开发票吗"}, {"role": "agent", "text": "要发票得加6个点"}] * 5}
 
 
@@ -82,21 +80,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64, help="Concurrent clients (the server's queue holds 16 requests here).")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "overload.json")
     args = parser.parse_args()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "zhijian_cli", "serve", "--model", str(args.model), "--port", str(port),
-               "--set", "serving.queue_size=16", "--set", "serving.batch_max_dialogues=8"]
-    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    port = free_port()
+    server = start_server(args.model, port, subprocess.DEVNULL, ["serving.queue_size=16", "serving.batch_max_dialogues=8"])
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        wait_ready(url, server, timeout=120)
         result = asyncio.run(burst(url, args.seconds, args.clients, server.pid))
     finally:
         server.terminate()

@@ -27,9 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,16 +36,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import RunClock, ensure_onnx, rss_mb, machine, model_folder, ten_turn_dialogues, finish  # noqa: E402
+from bench.common import RunClock, ensure_onnx, finish, free_port, machine, model_folder, rss_mb, start_server, ten_turn_dialogues, wait_ready  # noqa: E402
 
 RUNS = "quickstart:auto,bert-base-chinese:auto:1/8/32"
 QUICK_RUNS = "quickstart:auto"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def run_load(url: str, dialogues: list[dict], concurrency: int, seconds: float, pid: int) -> dict:
@@ -99,26 +90,6 @@ async def run_load(url: str, dialogues: list[dict], concurrency: int, seconds: f
     }
 
 
-def serve(folder: Path, backend: str, port: int, log) -> subprocess.Popen:
-    command = [sys.executable, "-m", "zhijian_cli", "serve", "--model", str(folder), "--port", str(port),
-               "--device", "cpu", "--set", f"serving.backend={backend}", "--set", "serving.queue_size=256"]
-    return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("the server did not become ready")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_RUNS} only, 3 s per level (about half a minute)")
@@ -146,7 +117,7 @@ def main() -> None:
                 result["notes"].append(f"{name}/{backend}: {levels.replace('/', ', ')} clients only (its own levels; why: bench/server_load.py)")
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            process = serve(folder, backend, port, log)
+            process = start_server(folder, port, log, [f"serving.backend={backend}", "serving.queue_size=256"], device="cpu")
             try:
                 wait_ready(url, process)
             except RuntimeError as error:

@@ -94,8 +94,7 @@ def _evaluate_false_alarms(scorer, model: Path, unlabeled: list[Path], report: P
     except (TranscriptError, ValueError) as error:
         fail(str(error))
     if report:
-        path = write_false_alarm_report(alarms, report, f"False alarms of {model} on {', '.join(map(str, unlabeled))}")
-        errors.print(f"report: {path}")
+        errors.print(f"report: {write_false_alarm_report(alarms, report, f'False alarms of {model} on {_names(unlabeled)}')}")
     if audit:
         rows = alarms.audit_rows()
         audit.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
@@ -122,12 +121,15 @@ def _evaluate_labeled(scorer, model: Path, data: list[Path], report: Path | None
     except (TranscriptError, ValueError) as error:
         fail(str(error))
     if report:
-        path = write_report(evaluation, report, f"{model} on {', '.join(map(str, data))}")
-        errors.print(f"report: {path}")
+        errors.print(f"report: {write_report(evaluation, report, f'{model} on {_names(data)}')}")
     if as_json:
         print(json.dumps(evaluation.metrics, ensure_ascii=False))
     else:
-        _print_evaluation(evaluation.metrics, f"{model} on {', '.join(map(str, data))}")
+        _print_evaluation(evaluation.metrics, f"{model} on {_names(data)}")
+
+
+def _names(files: list[Path]) -> str:
+    return ", ".join(map(str, files))
 
 
 def _print_evaluation(result: dict, title: str) -> None:
