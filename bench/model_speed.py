@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import RunClock, bf16_is_native, busy_cpu_seconds, others_share, ensure_onnx, machine, mix_pool, model_folder, physical_cores, finish  # noqa: E402
+from zhijian.config import CONFIG_FILE  # noqa: E402
 from zhijian.featurize import AgentTurnFeatures  # noqa: E402
 from zhijian.model import ModelFolder  # noqa: E402
 from zhijian.scorer import Scorer  # noqa: E402
@@ -282,7 +283,7 @@ def main() -> None:
     }
     for name in args.models.split(","):
         folder = model_folder(name)
-        if folder is None or not (folder / "zhijian.yaml").is_file():
+        if folder is None or not (folder / CONFIG_FILE).is_file():
             report["notes"].append(f"{name}: skipped (no model folder; bert-base-chinese needs ../shared/models/bert-base-chinese/config.json)")
             continue
         report["rows"] += bench_model(name, folder, args.quick, report["notes"], quiet, report["machine"]["gemm_peak_gflops"])

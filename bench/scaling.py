@@ -60,16 +60,16 @@ def write_input(path: Path, count: int, pool: list[list[dict]]) -> int:
 
 def model_copy(folder: Path, backend: str, into: Path, notes: list[str]) -> Path:
     """Links to the folder's files and a zhijian.yaml that names the backend; exported to ONNX when needed."""
-    from zhijian.config import load_config
+    from zhijian.config import CONFIG_FILE, load_config
     from zhijian.model import ONNX_DIR
 
     copy = into / folder.name
     copy.mkdir()
     exported = onnx_up_to_date(folder)
     for item in folder.iterdir():
-        if item.name != "zhijian.yaml" and not item.name.startswith(".") and (item.name != ONNX_DIR or exported):
+        if item.name != CONFIG_FILE and not item.name.startswith(".") and (item.name != ONNX_DIR or exported):
             (copy / item.name).symlink_to(item.resolve())
-    config = load_config(folder / "zhijian.yaml")
+    config = load_config(folder / CONFIG_FILE)
     config.serving.backend = backend
     config.save(copy)
     if backend != "torch" and not exported:

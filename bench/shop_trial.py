@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, machine, shown_path, write_report  # noqa: E402
 from bench.false_alarms import CSDS, DEV, rates  # noqa: E402
+from zhijian.config import CONFIG_FILE  # noqa: E402
 
 RUN = ROOT / "runs" / "shop-trial"
 ZHIJIAN = [sys.executable, "-m", "zhijian_cli"]
@@ -84,7 +85,7 @@ def main() -> None:
     train_half, calibration_half = split_shop_chats()
     shop_model = RUN / "model"
     started = time.monotonic()
-    if not (args.reuse and (shop_model / "zhijian.yaml").is_file()):
+    if not (args.reuse and (shop_model / CONFIG_FILE).is_file()):
         run([*ZHIJIAN, "train", "-c", str(args.config), "--set", f"data.real_negatives=[{train_half}]",
              "--set", "data.real_negatives_limit=100000", "--set", f"training.output_dir={RUN}"])
     train_seconds = round(time.monotonic() - started, 1)
