@@ -87,7 +87,9 @@ class ZhijianModel(BertPreTrainedModel):
         mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device) if attention_mask is None else attention_mask.bool()
         if token_type_ids is not None:
             target = mask & (token_type_ids == 1)
-            mask = torch.where(target.any(dim=1, keepdim=True), target, mask)
+            # the turn's tokens where it has any, else the whole input; in logical operators, not torch.where on
+            # booleans, which ONNX Runtime has no kernel for (Where(16) on bool): the ONNX export must run
+            mask = target | (mask & ~target.any(dim=1, keepdim=True))
         return hidden.masked_fill(~mask.unsqueeze(-1), -1e4).max(dim=1).values
 
     def set_pos_weight(self, pos_weight: list[float]) -> None:

@@ -119,3 +119,21 @@ def test_the_server_runs_the_backend_it_is_told_to(exported):
     with live_server(create_app(exported, "cpu", serving={"backend": "onnx-int8"})) as url:
         assert httpx.get(f"{url}/v1/model").json()["backend"] == "onnx-int8"
         assert httpx.post(f"{url}/v1/score", json={"id": "x", "turns": [{"role": "agent", "text": "要发票得加6个点"}]}).status_code == 200
+
+
+def test_the_shipped_reading_exports_and_runs_in_onnx_runtime(tmp_path):
+    """[CLS] beside a max over the judged turn (`model.pooling: cls_max`) with the n-gram head, as configs/quickstart.yaml
+    reads: its ONNX graph must load in ONNX Runtime (a boolean torch.where once made a Where node it has no kernel for)
+    and answer as torch does."""
+    from conftest import TINY_OVERRIDES
+    from zhijian.config import load_config
+    from zhijian.model import build_model, save_model_folder
+
+    config = load_config(overrides=TINY_OVERRIDES + ["model.pooling=cls_max"])
+    model, tokenizer, _ = build_model(config.model, ngram_buckets=config.features.ngram_buckets)
+    folder = save_model_folder(model, tokenizer, config, tmp_path / "model")
+    export_onnx(folder)
+    dialogues = [Transcript.model_validate(d) for d in make_dialogues(2)]
+    torch_probs = Scorer.load(folder, "cpu", "torch").predict(dialogues).probs
+    onnx_probs = Scorer.load(folder, "cpu", "onnx").predict(dialogues).probs
+    assert np.abs(torch_probs - onnx_probs).max() < 1e-5
