@@ -88,7 +88,10 @@ def fixed_pool(scorer: Scorer, batch: int = 32, length: int = 32, seed: int = 0)
         half = (length - 3) // 2
         first = [scorer.featurizer.cls_id, *ids[:half], scorer.featurizer.sep_id]
         second = [*ids[half:], scorer.featurizer.sep_id]
-        features.append(AgentTurnFeatures(n, 0, first + second, [0] * len(first) + [1] * len(second)))
+        # a model with an n-gram head reads the target's n-grams too (about three per character); ONNX needs them
+        buckets = scorer.config.features.ngram_buckets
+        ngrams = [rng.randrange(1, buckets) for _ in range(3 * len(second))] if buckets else None
+        features.append(AgentTurnFeatures(n, 0, first + second, [0] * len(first) + [1] * len(second), ngrams))
     return features
 
 
