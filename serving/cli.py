@@ -4,29 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
-from pydantic import ValidationError
-
+from serving.state import serving_settings
 from zhijian.cli import DEFAULT_MODEL, ModelOption, fail, setup_logging
-from zhijian.config import CONFIG_FILE, ConfigError, ServingSection, ZhijianConfig, describe_validation_error, load_config, parse_overrides
+from zhijian.config import ConfigError, load_config, parse_overrides
 
 app = typer.Typer()
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def serving_settings(config: ZhijianConfig, model: Path, overrides: Any) -> ServingSection:
-    """The folder's `serving` config with `--set serving.*` applied and validated, without reading the folder again.
-
-    An invalid value is named as `load_config` names it: ``<folder>/zhijian.yaml: serving.port: ...``.
-    """
-    merged = config.serving.model_dump() | overrides if isinstance(overrides, dict) else overrides
-    try:
-        return ZhijianConfig.model_validate({"serving": merged}).serving
-    except ValidationError as error:
-        source = model / CONFIG_FILE if model.is_dir() else model
-        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
 
 
 @app.command()

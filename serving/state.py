@@ -17,9 +17,10 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
 
 from serving.batcher import MicroBatcher
-from zhijian.config import ConfigError, ServingSection
+from zhijian.config import CONFIG_FILE, ConfigError, ServingSection, ZhijianConfig, describe_validation_error
 from zhijian.inspector import Inspector
 from zhijian.model import ModelFolderError
 from zhijian.scorer import Scorer
@@ -78,6 +79,20 @@ class Metrics:
         self.model_latency.observe(seconds)
 
 
+def serving_settings(config: ZhijianConfig, model: Path, overrides: Any) -> ServingSection:
+    """The folder's `serving` config with `--set serving.*` (or `create_app`'s `serving`) applied and validated,
+    without reading the folder again: the one place overrides meet the config, for `zhijian serve` and the lifespan.
+
+    An invalid value is named as `load_config` names it: ``<folder>/zhijian.yaml: serving.port: ...``.
+    """
+    merged = config.serving.model_dump() | overrides if isinstance(overrides, dict) else overrides
+    try:
+        return ZhijianConfig.model_validate({"serving": merged}).serving
+    except ValidationError as error:
+        source = model / CONFIG_FILE if model.is_dir() else model
+        raise ConfigError(f"{source}: {describe_validation_error(error)}") from None
+
+
 @dataclass(frozen=True)
 class ServingOptions:
     """What :func:`~serving.app.create_app` was given; the lifespan reads the model folder with them."""
@@ -119,8 +134,7 @@ class ServingState:
             log.error("not ready: %s", error)
             return
         # validated, not just copied: a bad override is an error that names the key
-        given = {key: value for key, value in options.overrides.items() if key != "backend"}
-        self.limits = ServingSection.model_validate(scorer.config.serving.model_dump() | given)
+        self.limits = serving_settings(scorer.config, options.model_dir, options.overrides)
         self.api_key = self._api_key(self.limits)
         self.inspector = Inspector(scorer, self.template_file.template, scorer.folder.version, self.limits.evidence)
         self.inspector.inspect([WARM_UP])

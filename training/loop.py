@@ -17,6 +17,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
 from zhijian.config import TrainingSection
+from zhijian.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ def model_folder(section: TrainingSection) -> Path:
 
 
 def write_summary(section: TrainingSection, name: str, summary: dict) -> None:
-    """The run's figures, as JSON beside its model folder."""
-    (Path(section.output_dir) / name).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    """The run's figures, as JSON beside its model folder (written whole: `--resume` and the tests read it)."""
+    write_atomic(Path(section.output_dir) / name, json.dumps(summary, indent=2, ensure_ascii=False))
 
 
 def training_arguments(section: TrainingSection, **loop_specific) -> TrainingArguments:
